@@ -1,0 +1,75 @@
+"""Character-level GPT on tiny Shakespeare: nanoGPT's CPU recipe for `shakespeare_char`.
+
+  python experiments/train.py --config=configs/gpt_shakespeare_char.py --workdir=/tmp/shakespeare
+
+Result (2-core CPU, float32): see README "Results"; nanoGPT's recipe reaches val loss ~1.88.
+Presets: `:test` (a few steps, for CI).
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    config = ml_collections.ConfigDict()
+    config.task = "clm"  # objective, a key of lmjax.tasks.TASKS
+    config.seed = 0  # one seed for init, dropout and data order
+
+    config.data = ml_collections.ConfigDict()
+    config.data.path = "tinyshakespeare"  # embedded corpus name or a local text file
+    config.data.train_fraction = 0.9  # first 90% of the text trains, the rest is held out
+
+    config.batch_size = 12  # global batch, split over the data-parallel devices
+    config.seq_len = 64  # context length (nanoGPT's block_size)
+    config.num_train_steps = 2000
+    config.warmup_steps = 100
+    config.learning_rate = 1e-3  # peak, after linear warmup from 0
+    config.min_learning_rate = 1e-4  # cosine decays to this at the last step
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.99
+    config.optimizer.eps = 1e-8
+    config.optimizer.weight_decay = 0.1  # on matmul kernels only
+    config.optimizer.grad_clip_norm = 1.0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.num_layers = 4
+    config.model.num_heads = 4
+    config.model.emb_dim = 128
+    config.model.mlp_dim = 512
+    config.model.dropout_rate = 0.0
+    config.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+    config.model.activation = "gelu_tanh"  # gelu_tanh (GPT-2) or gelu (exact erf)
+    config.model.use_bias = False  # nanoGPT's shakespeare_char run trains without biases
+    config.model.attention_impl = "xla"  # xla (explicit einsums) or cudnn (fused, GPU)
+    config.model.remat = False  # recompute block activations in the backward pass
+
+    config.log_every_steps = 100
+    config.eval_every_steps = 250  # nanoGPT's eval_interval
+    config.eval_steps = 50  # eval batches of batch_size, a fixed held-out sample
+    config.checkpoint_every_steps = 500
+    config.checkpoint_max_to_keep = 3
+
+    # Parallelism: mesh axis sizes (product = device count, -1 takes the rest) and the map from
+    # the model's logical axis names to mesh axes.
+    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    config.logical_axis_rules = (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("heads", "tensor"),
+        ("mlp", "tensor"),
+        ("vocab", "tensor"),
+        ("length", None),
+        ("kv", None),
+    )
+
+    if arg == "test":
+        config.num_train_steps = 6
+        config.warmup_steps = 2
+        config.log_every_steps = 2
+        config.eval_every_steps = 3
+        config.eval_steps = 2
+        config.checkpoint_every_steps = 3
+    elif arg:
+        raise ValueError(f"unknown preset {arg!r}; known: test")
+    return config

@@ -1,0 +1,11 @@
+"""Objectives. A task owns what differs between objectives: data, model, loss and metrics."""
+
+from lmjax.tasks import clm
+
+TASKS = {"clm": clm}
+
+
+def get_task(name):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+    return TASKS[name]

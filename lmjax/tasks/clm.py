@@ -1,0 +1,76 @@
+"""Causal language modelling: predict token t+1 from tokens <= t."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import optax
+
+from lmjax.data import corpora, pipeline, tokenizers
+from lmjax.models.transformer import Transformer, TransformerConfig
+
+
+@dataclasses.dataclass
+class Data:
+    train_ds: object  # grain MapDataset of examples (before shuffling and batching)
+    eval_ds: object
+    tokenizer: object
+    vocab_size: int
+
+
+def make_data(config):
+    """Character-level corpus split as nanoGPT: the first `train_fraction` of the text trains."""
+    text = corpora.read_text(config.data.path)
+    tokenizer = tokenizers.CharTokenizer.from_text(text)
+    ids = tokenizer.encode(text)
+    split = int(len(ids) * config.data.train_fraction)
+    return Data(
+        train_ds=pipeline.lm_windows(ids[:split], config.seq_len),
+        eval_ds=pipeline.lm_windows(ids[split:], config.seq_len),
+        tokenizer=tokenizer,
+        vocab_size=tokenizer.vocab_size,
+    )
+
+
+def make_model(config, vocab_size):
+    return Transformer(TransformerConfig.from_config_dict(config.model, vocab_size, config.seq_len))
+
+
+def init_params(model, rng, batch):
+    return model.init(rng, batch["inputs"])["params"]
+
+
+def _token_losses(model, params, batch, rng=None, train=False):
+    rngs = {"dropout": rng} if train else {}
+    logits_BxTxV = model.apply({"params": params}, batch["inputs"], train=train, rngs=rngs)
+    losses_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, batch["targets"])
+    return logits_BxTxV, losses_BxT
+
+
+def loss_fn(model, params, batch, rng, train=True):
+    """Mean next-token cross-entropy; returns (loss, extra metrics)."""
+    _, losses_BxT = _token_losses(model, params, batch, rng, train)
+    return jnp.mean(losses_BxT), {}
+
+
+def eval_metrics(model, params, batch):
+    """{name: (sum, count)} over the batch's tokens."""
+    logits_BxTxV, losses_BxT = _token_losses(model, params, batch)
+    correct_BxT = jnp.argmax(logits_BxTxV, -1) == batch["targets"]
+    count = jnp.asarray(losses_BxT.size, jnp.float32)
+    return {
+        "loss": (jnp.sum(losses_BxT), count),
+        "accuracy": (jnp.sum(correct_BxT.astype(jnp.float32)), count),
+    }
+
+
+def flops_per_token(config, num_params):
+    from lmjax.train import flops
+
+    m = config.model
+    return flops.flops_per_token(num_params, m.num_layers, m.emb_dim, config.seq_len)
+
+
+def fake_batch(config, vocab_size):
+    return pipeline.fake_batch(config.batch_size, config.seq_len, vocab_size)
+
+

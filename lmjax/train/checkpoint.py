@@ -1,0 +1,76 @@
+"""Orbax checkpoints in `WORKDIR/checkpoints/<step>`: the train state and the data position.
+
+A checkpoint holds two items: `state` (params, optimizer state, step, rng) and `data` (the
+grain iterator's state as JSON). Restoring both makes a resumed run the same run.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def make_manager(workdir, max_to_keep=3):
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
+    )
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=options,
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "data": ocp.JsonCheckpointHandler(),
+        },
+    )
+
+
+def save(manager, step, state, data_state, force=False):
+    """Starts an async save; `manager.wait_until_finished()` blocks until it is on disk."""
+    return manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+        ),
+        force=force,
+    )
+
+
+def check_compatible(manager, step, abstract_state):
+    """Raises ValueError naming the first parameter whose saved shape differs from the config's."""
+    saved = manager.item_metadata(step)["state"]
+    saved_flat = dict(_flatten(saved))
+    for name, target in _flatten(abstract_state):
+        if name not in saved_flat:
+            raise ValueError(
+                f"checkpoint {manager.directory}/{step} has no {name} (shape {target.shape}) "
+                "that the config's model needs: the config does not fit the checkpoint"
+            )
+        if tuple(saved_flat[name].shape) != tuple(target.shape):
+            raise ValueError(
+                f"checkpoint {manager.directory}/{step} does not fit the config: {name} has "
+                f"shape {tuple(saved_flat[name].shape)} in the checkpoint and "
+                f"{tuple(target.shape)} in the model built from the config"
+            )
+    extra = sorted(set(saved_flat) - {n for n, _ in _flatten(abstract_state)})
+    if extra:
+        raise ValueError(
+            f"checkpoint {manager.directory}/{step} has {extra[0]} that the config's model "
+            "lacks: the config does not fit the checkpoint"
+        )
+
+
+def restore(manager, step, abstract_state):
+    """Restores (state, data_state) onto the shardings carried by `abstract_state`."""
+    check_compatible(manager, step, abstract_state)
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+        ),
+    )
+    return restored["state"], restored["data"]
+
+
+def _flatten(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(jax.tree_util.keystr(path, simple=True, separator="/"), leaf) for path, leaf in flat]

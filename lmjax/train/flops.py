@@ -1,0 +1,61 @@
+"""Model FLOPs and device peak FLOP/s, for MFU.
+
+MFU = model FLOPs per second / peak FLOP/s, with model FLOPs counted as in the PaLM paper
+(Chowdhery et al. 2022, appendix B) and nanoGPT's `estimate_mfu`: 6 * N per token for the
+forward and backward matmuls of the N parameters (position embeddings excluded), plus
+12 * L * D * T per token for the attention scores and weighted values.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# bf16 dense peak per chip, where the device is recognised (vendor spec sheets).
+KNOWN_PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+}
+
+
+def count_params(params, exclude_position_embeddings=True):
+    """Parameter count; nanoGPT leaves out the position embeddings (they do no matmul)."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    n = 0
+    for path, leaf in flat:
+        if exclude_position_embeddings and "pos_embed" in jax.tree_util.keystr(path):
+            continue
+        n += int(np.prod(leaf.shape))
+    return n
+
+
+def flops_per_token(num_params, num_layers, emb_dim, seq_len):
+    """Training FLOPs per token: 6N + 12 * L * D * T (forward + backward, PaLM appendix B)."""
+    return 6 * num_params + 12 * num_layers * emb_dim * seq_len
+
+
+def measure_peak_flops(dtype=jnp.float32, size=2048, repeats=5):
+    """Measured matmul FLOP/s of the first device: the best of `repeats` square matmuls."""
+    device = jax.devices()[0]
+    for name, peak in KNOWN_PEAK_FLOPS.items():
+        if device.device_kind.startswith(name):
+            return peak
+    if device.platform == "cpu":
+        size = min(size, 1024)
+    x = jnp.ones((size, size), dtype)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(x).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best

@@ -1,0 +1,23 @@
+"""Loading a trained model from its workdir for sampling and evaluation."""
+
+import jax
+
+from lmjax.data import tokenizers
+from lmjax.train import checkpoint, loop
+
+
+def load_model(workdir, step=None):
+    """Returns (model, params, tokenizer) from WORKDIR's config, tokenizer and checkpoint."""
+    config = loop.load_config(workdir)
+    tokenizer = tokenizers.load_tokenizer(workdir)
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
+    task, mesh, rules = loop.setup(config, devices=jax.devices()[:1])
+    model = task.make_model(config, tokenizer.vocab_size)
+    with jax.set_mesh(mesh):
+        _, abstract_state, _, _ = loop.build_state(config, task, model, mesh, rules)
+        manager = checkpoint.make_manager(workdir)
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+        state, _ = checkpoint.restore(manager, step, abstract_state)
+    return model, state["params"], tokenizer

@@ -1,0 +1,80 @@
+"""Device mesh, logical-axis rules and shardings.
+
+The model names its axes (`batch`, `embed`, `heads`, ...); `config.logical_axis_rules` maps those
+names to the mesh axes `data`, `fsdp` and `tensor`. Changing the parallelism is a config change.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def make_mesh(mesh_config, devices=None):
+    """Mesh of shape (data, fsdp, tensor) from config; one size may be -1 (the rest)."""
+    devices = jax.devices() if devices is None else devices
+    sizes = [int(mesh_config[a]) for a in MESH_AXES]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices do not divide by {known}"
+            )
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, sizes))} has {math.prod(sizes)} devices, "
+            f"but {len(devices)} are available"
+        )
+    return jax.make_mesh(
+        tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes), devices=devices
+    )
+
+
+def data_parallel_size(mesh, rules):
+    """Number of shards of the batch dimension under `rules`."""
+    spec = nn.logical_to_mesh_axes(("batch",), rules)[0]
+    axes = spec if isinstance(spec, tuple) else (spec,) if spec else ()
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def check_batch_size(batch_size, mesh, rules):
+    n = data_parallel_size(mesh, rules)
+    if batch_size % n:
+        raise ValueError(
+            f"batch_size {batch_size} does not divide over the {n} data-parallel devices "
+            f"(mesh {dict(mesh.shape)}); use a multiple of {n}"
+        )
+
+
+def batch_sharding(mesh, rules):
+    return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), rules))
+
+
+def state_shardings(abstract_state, mesh, rules):
+    """NamedShardings for a (boxed) abstract state: logical names → mesh axes; the rest replicated."""
+    logical_specs = nn.get_partition_spec(abstract_state)
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def replicated(mesh):
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def to_global_batch(local_batch, sharding):
+    """Per-process numpy batch → global jax arrays sharded on the batch dimension."""
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+    )
+
+
+def unbox(tree):
+    """Strips the logical-axis boxes (`nn.Partitioned`) from a params/state tree."""
+    is_box = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
+    return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="lmjax",
+    version="0.1.0",
+    description="Transformer language models (GPT, BERT) in JAX/Flax",
+    packages=find_packages(include=["lmjax", "lmjax.*"]),
+    package_data={"lmjax": ["data/assets/*/*"]},
+    python_requires=">=3.11",
+    install_requires=[
+        # A set installed and tested together (Python 3.11, CPU); see README.
+        "jax==0.10.2",
+        "jaxlib==0.10.2",
+        "flax==0.12.8",
+        "optax==0.2.8",
+        "orbax-checkpoint==0.12.8",
+        "ml-collections==1.1.0",
+        "grain==0.2.18",
+        "tensorflow-datasets==4.9.10",
+        "tensorflow-cpu==2.21.0",
+        "tensorboard==2.21.0",
+        "clu==0.0.12",
+        "tokenizers==0.22.2",
+        "absl-py==2.5.1",
+        "numpy==2.4.6",
+        "matplotlib==3.11.2",
+    ],
+    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},
+)
