@@ -29,7 +29,8 @@ def get_config(arg=None):
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.99
     config.optimizer.eps = 1e-8
-    config.optimizer.weight_decay = 0.1  # on matmul kernels only
+    config.optimizer.weight_decay = 0.1  # on matmul kernels, never on biases or LayerNorm
+    config.optimizer.decay_embeddings = False  # also decay the embeddings (nanoGPT does)
     config.optimizer.grad_clip_norm = 1.0
 
     config.model = ml_collections.ConfigDict()

@@ -87,7 +87,7 @@ class MultiHeadAttention(nn.Module):
                 nn.with_logical_partitioning(nn.initializers.zeros, (None, "heads", "kv")),
                 (3, cfg.num_heads, head_dim),
             )
-            qkv = qkv + b_3xHxK.astype(cfg.dtype)
+            qkv = qkv + b_3xHxK[None, None].astype(cfg.dtype)
         qkv = nn.with_logical_constraint(qkv, ("batch", "length", None, "heads", "kv"))
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
 
@@ -121,7 +121,7 @@ class MultiHeadAttention(nn.Module):
                 nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
                 (cfg.emb_dim,),
             )
-            out_BxTxD = out_BxTxD + b_D.astype(cfg.dtype)
+            out_BxTxD = out_BxTxD + b_D[None, None].astype(cfg.dtype)
         return nn.Dropout(cfg.dropout_rate)(out_BxTxD, deterministic=not train)
 
 
@@ -226,7 +226,8 @@ class Transformer(nn.Module):
                 mask_TxS = jnp.ones((length, length), bool)
         mask_BxTxS = jnp.broadcast_to(mask_TxS, (batch, *mask_TxS.shape))
 
-        x_BxTxD = embed(tokens_BxT) + jnp.take(pos_embed, positions_T, axis=0).astype(cfg.dtype)
+        pos_1xTxD = jnp.take(pos_embed, positions_T, axis=0)[None].astype(cfg.dtype)
+        x_BxTxD = embed(tokens_BxT) + pos_1xTxD
         x_BxTxD = nn.Dropout(cfg.dropout_rate)(x_BxTxD, deterministic=not train)
         x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "embed"))
         block = nn.remat(Block, static_argnums=(3, 5)) if cfg.remat else Block

@@ -39,7 +39,9 @@ def check_compatible(manager, step, abstract_state):
     """Raises ValueError naming the first parameter whose saved shape differs from the config's."""
     saved = manager.item_metadata(step)["state"]
     saved_flat = dict(_flatten(saved))
-    for name, target in _flatten(abstract_state):
+    # Parameters first, so the error names a weight rather than its optimizer moment.
+    targets = sorted(_flatten(abstract_state), key=lambda kv: not kv[0].startswith("params/"))
+    for name, target in targets:
         if name not in saved_flat:
             raise ValueError(
                 f"checkpoint {manager.directory}/{step} has no {name} (shape {target.shape}) "
@@ -51,7 +53,7 @@ def check_compatible(manager, step, abstract_state):
                 f"shape {tuple(saved_flat[name].shape)} in the checkpoint and "
                 f"{tuple(target.shape)} in the model built from the config"
             )
-    extra = sorted(set(saved_flat) - {n for n, _ in _flatten(abstract_state)})
+    extra = sorted(set(saved_flat) - {n for n, _ in targets})
     if extra:
         raise ValueError(
             f"checkpoint {manager.directory}/{step} has {extra[0]} that the config's model "

@@ -143,24 +143,21 @@ def _train(config, workdir, task, mesh, rules):
                 jax.block_until_ready(metrics)
                 timer_start, timer_step = time.perf_counter(), s
             is_last = s == config.num_train_steps
-            save_now = is_last or preemption.requested or s % config.checkpoint_every_steps == 0
 
-            if s % config.log_every_steps == 0 or is_last or save_now:
+            if s % config.log_every_steps == 0 or is_last:
                 host = _check_finite(jax.device_get(pending), manager)
                 pending = []
-                if host and (s % config.log_every_steps == 0 or is_last):
-                    elapsed = time.perf_counter() - timer_start
-                    step_time = elapsed / max(s - timer_step, 1)
-                    last_metrics = {
-                        "train/loss": float(np.mean([m["loss"] for _, m in host])),
-                        "train/learning_rate": float(schedule(s - 1)),
-                        "train/grad_norm": float(host[-1][1]["grad_norm"]),
-                        "train/tokens_per_sec": config.batch_size * config.seq_len / step_time,
-                        "train/mfu": flops_per_step / step_time / peak_flops,
-                    }
-                    writer.write(s, last_metrics)
-                    _log_line(s, config.num_train_steps, last_metrics, step_time)
-                    timer_start, timer_step = time.perf_counter(), s
+                step_time = (time.perf_counter() - timer_start) / max(s - timer_step, 1)
+                last_metrics = {
+                    "train/loss": float(np.mean([m["loss"] for _, m in host])),
+                    "train/learning_rate": float(schedule(s - 1)),
+                    "train/grad_norm": float(host[-1][1]["grad_norm"]),
+                    "train/tokens_per_sec": config.batch_size * config.seq_len / step_time,
+                    "train/mfu": flops_per_step / step_time / peak_flops,
+                }
+                writer.write(s, last_metrics)
+                _log_line(s, config.num_train_steps, last_metrics, step_time)
+                timer_start, timer_step = time.perf_counter(), s
 
             if s % config.eval_every_steps == 0 or is_last:
                 eval_metrics = evaluate(eval_step, state["params"], eval_batches, batch_sharding)
@@ -171,9 +168,11 @@ def _train(config, workdir, task, mesh, rules):
                 )
                 timer_start, timer_step = time.perf_counter(), s
 
-            if save_now:
-                checkpoint.save(manager, s, state, train_iter.get_state())
-            if preemption.requested:
+            preempted = preemption.requested  # read once: SIGTERM may arrive at any moment
+            if preempted or is_last or s % config.checkpoint_every_steps == 0:
+                _check_finite(jax.device_get(pending), manager)  # never save a NaN state
+                checkpoint.save(manager, s, state, train_iter.get_state(), force=True)
+            if preempted:
                 logging.warning("preempted at step %d: checkpoint saved, exiting", s)
                 break
     finally:

@@ -16,13 +16,14 @@ def learning_rate_schedule(config):
     )
 
 
-def _decay_mask(params):
-    """Weight decay on matmul kernels only: not on biases, LayerNorm or embeddings."""
+def _decay_mask(decay_embeddings):
+    """Weight decay on matmul kernels (and embeddings if asked), never on biases or LayerNorm."""
+    suffixes = ("kernel", "embedding", "pos_embed") if decay_embeddings else ("kernel",)
 
-    def is_kernel(path, _):
-        return any(str(getattr(k, "key", "")).endswith("kernel") for k in path)
+    def decayed(path, _):
+        return any(str(getattr(k, "key", "")).endswith(suffixes) for k in path)
 
-    return jax.tree_util.tree_map_with_path(is_kernel, params)
+    return lambda params: jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def make_optimizer(config):
@@ -35,7 +36,7 @@ def make_optimizer(config):
             b2=opt.b2,
             eps=opt.eps,
             weight_decay=opt.weight_decay,
-            mask=_decay_mask,
+            mask=_decay_mask(opt.decay_embeddings),
         ),
     )
 
@@ -53,7 +54,7 @@ def make_train_step(task, model, tx):
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
-        metrics = {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
         return new_state, metrics
 
     return train_step

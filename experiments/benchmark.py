@@ -1,0 +1,33 @@
+"""Times train steps of a config after compilation; the last line printed is a JSON object.
+
+  python experiments/benchmark.py --config=configs/gpt_shakespeare_char.py --steps=40 \
+      [--config.model.num_layers=6 ...]
+
+MFU counts 6 * N + 12 * L * D * T FLOPs per token (PaLM appendix B, nanoGPT's estimate_mfu)
+against the peak of the device: a spec-sheet value for known TPUs/GPUs, else a measured matmul.
+"""
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from lmjax.train import benchmark
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
+_STEPS = flags.DEFINE_integer("steps", 40, "Timed steps (after warmup).")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
+_REAL_DATA = flags.DEFINE_bool("real_data", False, "Time on real batches instead of random ones.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+    del argv
+    result = benchmark.run(_CONFIG.value, _STEPS.value, _WARMUP.value, _REAL_DATA.value)
+    for k, v in result.items():
+        print(f"{k:>24}: {v:,.4g}" if isinstance(v, float) else f"{k:>24}: {v}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)

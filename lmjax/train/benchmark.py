@@ -1,0 +1,76 @@
+"""Step timing for `experiments/benchmark.py`: the train step the loop runs, on fixed batches."""
+
+import statistics
+import time
+
+import jax
+
+from lmjax.data import pipeline
+from lmjax.train import flops, loop, parallel
+
+
+def run(config, steps=40, warmup=5, real_data=False):
+    task, mesh, rules = loop.setup(config)
+    with jax.set_mesh(mesh):
+        if real_data:
+            data = task.make_data(config)
+            vocab_size = data.vocab_size
+            it = pipeline.train_iterator(data.train_ds, config.batch_size, config.seed)
+            host_batches = [next(it) for _ in range(8)]
+        else:
+            vocab_size = config.get("vocab_size", 65)
+            host_batches = [task.fake_batch(config, vocab_size)]
+        model = task.make_model(config, vocab_size)
+        _, _, shardings, init_sharded = loop.build_state(config, task, model, mesh, rules)
+        train_step, _, batch_sharding = loop.compile_steps(
+            task, model, loop.step.make_optimizer(config), shardings, mesh, rules
+        )
+        batches = [parallel.to_global_batch(b, batch_sharding) for b in host_batches]
+        state = init_sharded(jax.random.PRNGKey(config.seed))
+
+        start = time.perf_counter()
+        state, metrics = train_step(state, batches[0])
+        jax.block_until_ready(metrics)
+        compile_s = time.perf_counter() - start
+        for i in range(warmup):
+            state, metrics = train_step(state, batches[i % len(batches)])
+        jax.block_until_ready(metrics)
+
+        # Each step is timed to completion (median is robust to stragglers); the total run is
+        # timed with async dispatch, as the train loop runs.
+        times = []
+        for i in range(steps):
+            t = time.perf_counter()
+            state, metrics = train_step(state, batches[i % len(batches)])
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - t)
+        start = time.perf_counter()
+        for i in range(steps):
+            state, metrics = train_step(state, batches[i % len(batches)])
+        jax.block_until_ready(metrics)
+        pipelined_s = (time.perf_counter() - start) / steps
+
+    step_s = min(statistics.median(times), pipelined_s)
+    num_params = flops.count_params(state["params"])
+    tokens_per_step = config.batch_size * config.seq_len
+    flops_per_step = task.flops_per_token(config, num_params) * tokens_per_step
+    peak_per_device = flops.measure_peak_flops()
+    n = jax.device_count()
+    return {
+        "device": jax.devices()[0].device_kind,
+        "num_devices": n,
+        "num_params": num_params,
+        "batch_size": config.batch_size,
+        "seq_len": config.seq_len,
+        "dtype": config.model.dtype,
+        "compile_s": compile_s,
+        "step_ms": 1000 * step_s,
+        "step_ms_median_synced": 1000 * statistics.median(times),
+        "step_ms_pipelined": 1000 * pipelined_s,
+        "tokens_per_sec": tokens_per_step / step_s,
+        "tokens_per_sec_per_device": tokens_per_step / step_s / n,
+        "model_flops_per_step": flops_per_step,
+        "peak_flops": peak_per_device * n,
+        "peak_flops_per_device": peak_per_device,
+        "mfu": flops_per_step / step_s / (peak_per_device * n),
+    }

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny configs, temp workdirs, strict numerics, subprocess runners."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "configs")
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def tiny_config(**overrides):
+    """The shakespeare config shrunk to a few fast steps; overrides are dotted keys."""
+    from configs import gpt_shakespeare_char
+
+    config = gpt_shakespeare_char.get_config("test")
+    config.model.num_layers = 2
+    config.model.emb_dim = 32
+    config.model.mlp_dim = 64
+    config.model.num_heads = 2
+    config.seq_len = 16
+    config.batch_size = 8
+    for key, value in overrides.items():
+        parent = config
+        *path, leaf = key.split(".")
+        for p in path:
+            parent = parent[p]
+        parent[leaf] = value
+    return config
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return str(tmp_path / "workdir")
+
+
+def run_script(script, *args, devices=1, timeout=600, check=True):
+    """Runs `experiments/<script>` in a fresh Python with `devices` simulated CPU devices."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "experiments", script), *args],
+        env=script_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def script_env(devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env

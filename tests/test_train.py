@@ -1,0 +1,227 @@
+"""The train loop: learning, exact resume, preemption, sharding, configs and errors."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lmjax.train import loop, metrics, parallel, step
+from tests.conftest import CONFIGS, REPO, run_script, script_env, tiny_config
+
+
+def _train_losses(workdir):
+    return {r["step"]: r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r}
+
+
+def test_overfits_one_batch():
+    config = tiny_config(learning_rate=3e-3, min_learning_rate=3e-3, warmup_steps=5, num_train_steps=200)
+    config.optimizer.weight_decay = 0.0
+    task, mesh, rules = loop.setup(config)
+    with jax.set_mesh(mesh):
+        model = task.make_model(config, 65)
+        tx, _, shardings, init = loop.build_state(config, task, model, mesh, rules)
+        train_step, _, batch_sharding = loop.compile_steps(task, model, tx, shardings, mesh, rules)
+        batch = parallel.to_global_batch(task.fake_batch(config, 65), batch_sharding)
+        state = init(jax.random.PRNGKey(0))
+        losses = []
+        for _ in range(config.num_train_steps):
+            state, m = train_step(state, batch)
+            losses.append(float(m["loss"]))
+    assert losses[0] > 3.5  # ~log(65) at init
+    assert losses[-1] < 0.1, losses[-10:]
+
+
+def test_train_writes_metrics_config_tokenizer_and_checkpoints(workdir):
+    config = tiny_config()
+    final = loop.train_and_evaluate(config, workdir)
+    records = metrics.read_metrics(workdir)
+    train = [r for r in records if "train/loss" in r]
+    evals = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in train] == [2, 4, 6]
+    assert [r["step"] for r in evals] == [3, 6]
+    for key in ("train/loss", "train/learning_rate", "train/tokens_per_sec"):
+        assert all(np.isfinite(r[key]) for r in train), key
+    assert final["eval/loss"] == evals[-1]["eval/loss"]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["model"]["emb_dim"] == 32
+    assert os.path.exists(os.path.join(workdir, "tokenizer.json"))
+
+
+def test_learning_rate_schedule_warmup_and_cosine_floor():
+    config = tiny_config(num_train_steps=100, warmup_steps=10, learning_rate=1e-3)
+    schedule = step.learning_rate_schedule(config)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(10)) == pytest.approx(1e-3)
+    assert float(schedule(100)) == pytest.approx(config.min_learning_rate)
+
+
+def test_weight_decay_mask_spares_biases_layernorm_and_embeddings():
+    config = tiny_config(**{"model.use_bias": True})
+    task, mesh, rules = loop.setup(config)
+    model = task.make_model(config, 65)
+    params = parallel.unbox(task.init_params(model, jax.random.PRNGKey(0), task.fake_batch(config, 65)))
+    mask = step._decay_mask(False)(params)
+    flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_flatten_with_path(mask)[0]}
+    decayed = sorted(k for k, m in flat.items() if m)
+    assert decayed and all(k.endswith("kernel']") for k in decayed), decayed
+    assert not any(m for k, m in flat.items() if "embed" in k or "ln_" in k or "bias" in k)
+
+
+def test_resume_equals_uninterrupted_in_process(tmp_path):
+    config = tiny_config(log_every_steps=1)
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    loop.train_and_evaluate(config, straight)
+    loop.train_and_evaluate(config, resumed)
+    # Simulate a crash right after the step-3 checkpoint: drop what came later, rerun.
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
+    loop.train_and_evaluate(config, resumed)
+    assert _train_losses(resumed) == _train_losses(straight)
+    assert sorted(_train_losses(resumed)) == [1, 2, 3, 4, 5, 6]
+
+
+def _start_train(workdir, *overrides):
+    args = [
+        sys.executable,
+        os.path.join(REPO, "experiments", "train.py"),
+        f"--config={os.path.join(CONFIGS, 'gpt_shakespeare_char.py')}:test",
+        f"--workdir={workdir}",
+        "--config.num_train_steps=400",
+        "--config.log_every_steps=1",
+        "--config.eval_every_steps=1000",
+        "--config.checkpoint_every_steps=50",
+        "--config.model.num_layers=1",
+        "--config.model.emb_dim=32",
+        "--config.model.mlp_dim=64",
+        *overrides,
+    ]
+    return subprocess.Popen(args, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_step(workdir, target, proc, timeout=120):
+    deadline = time.time() + timeout
+    path = os.path.join(workdir, "metrics.jsonl")
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        if os.path.exists(path):
+            with open(path) as f:
+                lines = [ln for ln in f if ln.strip()]
+            if lines and json.loads(lines[-1])["step"] >= target:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"run did not reach step {target}")
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    proc = _start_train(straight)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-3000:]
+
+    proc = _start_train(killed)
+    _wait_for_step(killed, 120, proc)  # past the checkpoints at 50 and 100, before 150
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _train_losses(killed)
+    assert 120 <= max(done) < 400, max(done)
+
+    proc = _start_train(killed)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-3000:]
+    assert _train_losses(killed) == _train_losses(straight)
+
+
+def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = _start_train(workdir, "--config.checkpoint_every_steps=1000")
+    _wait_for_step(workdir, 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()[-3000:]
+    saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))]
+    assert len(saved) == 1 and 20 <= saved[0] < 400, saved
+
+
+def test_eight_devices_give_the_same_losses_as_one(tmp_path):
+    args = [
+        f"--config={os.path.join(CONFIGS, 'gpt_shakespeare_char.py')}:test",
+        "--config.batch_size=16",
+        "--config.log_every_steps=1",
+        "--config.num_train_steps=8",
+    ]
+    one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+    run_script("train.py", *args, f"--workdir={one}", devices=1)
+    run_script("train.py", *args, f"--workdir={eight}", devices=8)
+    l1, l8 = _train_losses(one), _train_losses(eight)
+    assert sorted(l1) == list(range(1, 9))
+    np.testing.assert_allclose([l8[s] for s in sorted(l1)], [l1[s] for s in sorted(l1)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("config_file", sorted(glob.glob(os.path.join(CONFIGS, "*.py"))))
+def test_every_config_builds_and_runs_one_step(config_file, tmp_path):
+    if os.path.basename(config_file) == "__init__.py":
+        pytest.skip("not a config")
+    run_script(
+        "train.py",
+        f"--config={config_file}:test",
+        f"--workdir={tmp_path}",
+        "--config.num_train_steps=1",
+    )
+    assert _train_losses(str(tmp_path))
+
+
+# ---- Clear errors ----
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+    proc = run_script(
+        "train.py",
+        f"--config={os.path.join(CONFIGS, 'gpt_shakespeare_char.py')}:test",
+        f"--workdir={tmp_path}",
+        "--config.model.num_layer=3",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "num_layer" in proc.stderr
+
+
+def test_batch_size_not_dividing_devices_names_both_numbers(workdir):
+    proc = run_script(
+        "train.py",
+        f"--config={os.path.join(CONFIGS, 'gpt_shakespeare_char.py')}:test",
+        f"--workdir={workdir}",
+        "--config.batch_size=12",
+        devices=8,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "batch_size 12 does not divide over the 8 data-parallel devices" in proc.stderr
+
+
+def test_missing_data_file_is_a_clear_error(workdir):
+    config = tiny_config(**{"data.path": "/no/such/corpus.txt"})
+    with pytest.raises(FileNotFoundError, match="/no/such/corpus.txt"):
+        loop.train_and_evaluate(config, workdir)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(workdir):
+    config = tiny_config(learning_rate=1e30, warmup_steps=0, checkpoint_every_steps=1)
+    config.optimizer.grad_clip_norm = 1e30
+    with pytest.raises(FloatingPointError, match=r"at step (\d+)") as err:
+        loop.train_and_evaluate(config, workdir)
+    bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
+    assert saved and max(saved) == bad_step - 1
+    assert f"last good checkpoint is step {bad_step - 1}" in str(err.value)
+
+
+def test_config_that_does_not_fit_the_checkpoint_names_the_parameter(workdir):
+    loop.train_and_evaluate(tiny_config(), workdir)
+    with pytest.raises(ValueError, match=r"mlp/fc/kernel has shape \(32, 64\) in the checkpoint"):
+        loop.train_and_evaluate(tiny_config(**{"model.mlp_dim": 48}), workdir)
