@@ -37,9 +37,7 @@ def sample_token(rng, logits_BxV, temperature=1.0, top_k=0, top_p=1.0):
     return jax.random.categorical(rng, logits_BxV, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("model", "num_new", "temperature", "top_k", "top_p")
-)
+@functools.partial(jax.jit, static_argnames=("model", "num_new", "temperature", "top_k", "top_p"))
 def _generate_window(model, params, context_BxC, rng, num_new, temperature, top_k, top_p):
     """Prefills the cache with `context_BxC`, then samples `num_new` tokens."""
     logits_BxCxV, variables = model.apply(
@@ -69,7 +67,9 @@ def generate(model, params, prompt_BxP, max_new_tokens, rng, temperature=1.0, to
     """Returns the `max_new_tokens` tokens that follow each prompt row, as a [B, N] numpy array."""
     prompt_BxP = np.asarray(prompt_BxP, np.int32)
     if prompt_BxP.ndim != 2 or prompt_BxP.shape[1] == 0:
-        raise ValueError(f"prompt must be a non-empty [batch, length] array, got {prompt_BxP.shape}")
+        raise ValueError(
+            f"prompt must be a non-empty [batch, length] array, got {prompt_BxP.shape}"
+        )
     max_len = model.cfg.max_len
     keep = max(max_len // 2, 1)
     context = prompt_BxP[:, -max_len + 1 :] if prompt_BxP.shape[1] >= max_len else prompt_BxP

@@ -59,7 +59,7 @@ def test_attention_matches_numpy_float64():
         is_leaf=lambda b: hasattr(b, "value"),
     )
     got = module.apply(variables, x, mask)
-    want = _np_attention(x.astype(np.float64), params["qkv_kernel"], params["out_kernel"])
+    want = _np_attention(x.astype(np.float64), params["qkv"]["kernel"], params["out"]["kernel"])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -83,7 +83,7 @@ def test_full_model_matches_numpy_float64():
     for i in range(cfg.num_layers):
         b = p[f"block_{i}"]
         h = _np_layer_norm(x, b["ln_attn"]["scale"], cfg.layer_norm_epsilon)
-        x = x + _np_attention(h, b["attn"]["qkv_kernel"], b["attn"]["out_kernel"])
+        x = x + _np_attention(h, b["attn"]["qkv"]["kernel"], b["attn"]["out"]["kernel"])
         h = _np_layer_norm(x, b["ln_mlp"]["scale"], cfg.layer_norm_epsilon)
         x = x + gelu(h @ b["mlp"]["fc"]["kernel"]) @ b["mlp"]["proj"]["kernel"]
     x = _np_layer_norm(x, p["ln_final"]["scale"], cfg.layer_norm_epsilon)

@@ -72,5 +72,3 @@ def flops_per_token(config, num_params):
 
 def fake_batch(config, vocab_size):
     return pipeline.fake_batch(config.batch_size, config.seq_len, vocab_size)
-
-

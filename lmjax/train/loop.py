@@ -38,7 +38,9 @@ def build_state(config, task, model, mesh, rules):
     boxed = jax.eval_shape(init, jax.random.PRNGKey(0))
     shardings = parallel.state_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), parallel.unbox(boxed), shardings
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        parallel.unbox(boxed),
+        shardings,
     )
     init_sharded = jax.jit(lambda rng: parallel.unbox(init(rng)), out_shardings=shardings)
     return tx, abstract, shardings, init_sharded
@@ -91,7 +93,7 @@ def evaluate(eval_step, params, eval_batches, batch_sharding):
 
 
 def train_and_evaluate(config, workdir):
-    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last metrics."""
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns last metrics."""
     os.makedirs(workdir, exist_ok=True)
     task, mesh, rules = setup(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -164,7 +166,9 @@ def _train(config, workdir, task, mesh, rules):
                 writer.write(s, eval_metrics)
                 last_metrics.update(eval_metrics)
                 logging.info(
-                    "step %d eval: %s", s, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())
+                    "step %d eval: %s",
+                    s,
+                    ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
                 )
                 timer_start, timer_step = time.perf_counter(), s
 

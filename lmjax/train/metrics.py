@@ -64,8 +64,10 @@ def quiet_library_logs():
     from absl import logging
 
     def keep(record):
-        return record.levelno >= std_logging.WARNING or "lmjax" in record.pathname or (
-            "experiments" in record.pathname
+        return (
+            record.levelno >= std_logging.WARNING
+            or "lmjax" in record.pathname
+            or ("experiments" in record.pathname)
         )
 
     logging.get_absl_handler().addFilter(keep)

@@ -18,19 +18,17 @@ def make_mesh(mesh_config, devices=None):
     """Mesh of shape (data, fsdp, tensor) from config; one size may be -1 (the rest)."""
     devices = jax.devices() if devices is None else devices
     sizes = [int(mesh_config[a]) for a in MESH_AXES]
+    named = ", ".join(f"{a}={n}" for a, n in zip(MESH_AXES, sizes, strict=True))
     if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+        raise ValueError(f"at most one mesh axis may be -1, got mesh {named}")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(
-                f"mesh {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices do not divide by {known}"
-            )
+            raise ValueError(f"mesh {named}: {len(devices)} devices do not divide by {known}")
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
         raise ValueError(
-            f"mesh {dict(zip(MESH_AXES, sizes))} has {math.prod(sizes)} devices, "
-            f"but {len(devices)} are available"
+            f"mesh {named} needs {math.prod(sizes)} devices, but {len(devices)} are available"
         )
     return jax.make_mesh(
         tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes), devices=devices
@@ -58,7 +56,7 @@ def batch_sharding(mesh, rules):
 
 
 def state_shardings(abstract_state, mesh, rules):
-    """NamedShardings for a (boxed) abstract state: logical names → mesh axes; the rest replicated."""
+    """NamedShardings for a boxed abstract state: logical names → mesh axes, else replicated."""
     logical_specs = nn.get_partition_spec(abstract_state)
     return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
