@@ -47,7 +47,7 @@ def get_config(arg=None):
 
     config.log_every_steps = 100
     config.eval_every_steps = 250  # nanoGPT's eval_interval
-    config.eval_steps = 50  # eval batches of batch_size, a fixed held-out sample
+    config.eval_steps = -1  # eval batches per eval (a fixed sample); -1: the whole held-out split
     config.checkpoint_every_steps = 500
     config.checkpoint_max_to_keep = 3
 

@@ -30,7 +30,10 @@ def test_windows_are_shifted_targets_and_split_is_90_10():
     data = clm.make_data(config)
     n = len(corpora.read_text("tinyshakespeare"))
     assert len(data.train_ds) == int(n * 0.9) - config.seq_len
-    assert len(data.eval_ds) == n - int(n * 0.9) - config.seq_len
+    held_out = n - int(n * 0.9)
+    assert len(data.eval_ds) == (held_out - 1) // config.seq_len  # non-overlapping windows
+    last = data.eval_ds[len(data.eval_ds) - 1]
+    assert last["targets"].shape == (config.seq_len,)
     ex = data.train_ds[5]
     np.testing.assert_array_equal(ex["inputs"][1:], ex["targets"][:-1])
     assert ex["inputs"].shape == (config.seq_len,)

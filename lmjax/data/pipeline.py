@@ -9,14 +9,16 @@ import jax
 import numpy as np
 
 
-def lm_windows(tokens, seq_len):
-    """MapDataset of all `seq_len + 1`-token windows of `tokens` as {"inputs", "targets"}."""
+def lm_windows(tokens, seq_len, stride=1):
+    """MapDataset of the `seq_len + 1`-token windows of `tokens` starting every `stride` tokens,
+    as {"inputs", "targets"}. Training takes every window (nanoGPT's random offsets); evaluation
+    takes non-overlapping ones (stride = seq_len), so each held-out token is scored once."""
 
-    def window(start):
-        w = tokens[start : start + seq_len + 1]
+    def window(i):
+        w = tokens[i * stride : i * stride + seq_len + 1]
         return {"inputs": w[:-1], "targets": w[1:]}
 
-    return grain.MapDataset.range(len(tokens) - seq_len).map(window)
+    return grain.MapDataset.range((len(tokens) - seq_len - 1) // stride + 1).map(window)
 
 
 def train_iterator(ds, batch_size, seed):
@@ -32,11 +34,13 @@ def train_iterator(ds, batch_size, seed):
 
 
 def eval_batches(ds, batch_size, num_batches, seed=0):
-    """A fixed list of eval batches (same seed → same batches in every run and after resume)."""
+    """A fixed list of eval batches: a fixed-seed sample of `num_batches`, or all when it is -1.
+    The same in every run and after resume, so eval numbers compare across runs."""
     per_process = _per_process(batch_size)
     ds = ds.seed(seed).shuffle()[jax.process_index() :: jax.process_count()]
     ds = ds.batch(per_process, drop_remainder=True)
-    return [ds[i] for i in range(min(num_batches, len(ds)))]
+    n = len(ds) if num_batches < 0 else min(num_batches, len(ds))
+    return [ds[i] for i in range(n)]
 
 
 def _per_process(batch_size):

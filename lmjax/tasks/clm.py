@@ -25,7 +25,7 @@ def make_data(config):
     split = int(len(ids) * config.data.train_fraction)
     return Data(
         train_ds=pipeline.lm_windows(ids[:split], config.seq_len),
-        eval_ds=pipeline.lm_windows(ids[split:], config.seq_len),
+        eval_ds=pipeline.lm_windows(ids[split:], config.seq_len, stride=config.seq_len),
         tokenizer=tokenizer,
         vocab_size=tokenizer.vocab_size,
     )

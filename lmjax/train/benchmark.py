@@ -21,10 +21,8 @@ def run(config, steps=40, warmup=5, real_data=False):
             vocab_size = config.get("vocab_size", 65)
             host_batches = [task.fake_batch(config, vocab_size)]
         model = task.make_model(config, vocab_size)
-        _, _, shardings, init_sharded = loop.build_state(config, task, model, mesh, rules)
-        train_step, _, batch_sharding = loop.compile_steps(
-            task, model, loop.step.make_optimizer(config), shardings, mesh, rules
-        )
+        tx, _, shardings, init_sharded = loop.build_state(config, task, model, mesh, rules)
+        train_step, _, batch_sharding = loop.compile_steps(task, model, tx, shardings, mesh, rules)
         batches = [parallel.to_global_batch(b, batch_sharding) for b in host_batches]
         state = init_sharded(jax.random.PRNGKey(config.seed))
 
