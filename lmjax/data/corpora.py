@@ -6,6 +6,10 @@ ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 EMBEDDED = {
     # name: path inside lmjax/data/assets (provenance in assets/README.md)
     "tinyshakespeare": os.path.join(ASSETS, "tinyshakespeare", "input.txt"),
+    "wikitext2_valid": os.path.join(ASSETS, "wikitext-2", "valid.txt"),
+    "wikitext2_test": os.path.join(ASSETS, "wikitext-2", "test.txt"),
+    "sst2_train": os.path.join(ASSETS, "sst2", "train.tsv"),
+    "sst2_dev": os.path.join(ASSETS, "sst2", "dev.tsv"),
 }
 
 

@@ -7,6 +7,9 @@ import os
 import numpy as np
 
 TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.txt"
+# BERT's special tokens; [PAD] is id 0 in a trained vocabulary, as in Google's vocab.txt files.
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 class CharTokenizer:
@@ -38,6 +41,119 @@ class CharTokenizer:
             json.dump({"type": "char", "chars": self.chars}, f)
 
 
+class WordPieceTokenizer:
+    """BERT's WordPiece (tokenization.py's FullTokenizer) through Hugging Face `tokenizers`.
+
+    BERT normalizer (clean text, CJK spacing, lowercase + strip accents when `lowercase`), BERT
+    pre-tokenizer (whitespace and punctuation), greedy longest-match-first WordPiece with `##`
+    continuation pieces and [UNK] for words longer than 100 characters. The five special tokens
+    are registered as special, so "[MASK]" or "[UNK]" in a text maps to its id.
+    """
+
+    def __init__(self, vocab, lowercase=True):
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise ValueError(f"the WordPiece vocabulary lacks the special tokens {missing}")
+        self.vocab = list(vocab)  # id -> piece
+        self.lowercase = bool(lowercase)
+        index = {piece: i for i, piece in enumerate(self.vocab)}
+        if len(index) != len(self.vocab):
+            raise ValueError("the WordPiece vocabulary has duplicate entries")
+        tok = Tokenizer(models.WordPiece(index, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=self.lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.add_special_tokens(list(SPECIAL_TOKENS))
+        self._tok = tok
+        self._index = index
+        self._continuation = np.array([p.startswith("##") for p in self.vocab], dtype=bool)
+
+    @classmethod
+    def train(cls, texts, vocab_size, lowercase=True):
+        """Learns a vocabulary of at most `vocab_size` pieces (specials first, [PAD]=0)."""
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer)
+        index = tok.get_vocab()
+        return cls(sorted(index, key=index.get), lowercase=lowercase)
+
+    @classmethod
+    def from_vocab_file(cls, path, lowercase=True):
+        """Loads a BERT vocab.txt (one piece per line, line number = id), cased or uncased."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"vocabulary file {path!r} not found")
+        with open(path, encoding="utf-8") as f:
+            vocab = [line.rstrip("\n").rstrip("\r") for line in f]
+        while vocab and not vocab[-1]:
+            vocab.pop()
+        try:
+            return cls(vocab, lowercase=lowercase)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab)
+
+    def token_to_id(self, piece):
+        return self._index.get(piece)
+
+    pad_id = property(lambda self: self._index["[PAD]"])
+    unk_id = property(lambda self: self._index["[UNK]"])
+    cls_id = property(lambda self: self._index["[CLS]"])
+    sep_id = property(lambda self: self._index["[SEP]"])
+    mask_id = property(lambda self: self._index["[MASK]"])
+
+    @property
+    def special_ids(self):
+        return tuple(self._index[t] for t in SPECIAL_TOKENS)
+
+    @property
+    def continuation_mask(self):
+        """[vocab_size] bool, True for `##` pieces (a token that does not start a word)."""
+        return self._continuation.copy()
+
+    def encode(self, text):
+        """Token ids of `text`, no [CLS]/[SEP] added."""
+        return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    def encode_batch(self, texts):
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        return [np.array(e.ids, dtype=np.int32) for e in encodings]
+
+    def tokenize(self, text):
+        return self._tok.encode(text, add_special_tokens=False).tokens
+
+    def decode(self, ids):
+        """Joins pieces back into text (`##` glued on); special tokens are kept."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, WordPieceTokenizer)
+            and self.vocab == other.vocab
+            and self.lowercase == other.lowercase
+        )
+
+    def save(self, workdir):
+        with open(os.path.join(workdir, VOCAB_FILE), "w", encoding="utf-8") as f:
+            f.writelines(piece + "\n" for piece in self.vocab)
+        with open(os.path.join(workdir, TOKENIZER_FILE), "w") as f:
+            spec = {"type": "wordpiece", "lowercase": self.lowercase, "vocab_file": VOCAB_FILE}
+            json.dump(spec, f)
+
+
 def load_tokenizer(workdir):
     path = os.path.join(workdir, TOKENIZER_FILE)
     if not os.path.exists(path):
@@ -46,4 +162,7 @@ def load_tokenizer(workdir):
         spec = json.load(f)
     if spec["type"] == "char":
         return CharTokenizer(spec["chars"])
+    if spec["type"] == "wordpiece":
+        vocab_path = os.path.join(workdir, spec.get("vocab_file", VOCAB_FILE))
+        return WordPieceTokenizer.from_vocab_file(vocab_path, lowercase=spec["lowercase"])
     raise ValueError(f"unknown tokenizer type {spec['type']!r} in {path}")
