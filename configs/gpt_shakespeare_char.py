@@ -8,11 +8,15 @@ Presets: `:test` (a few steps, for CI).
 
 import ml_collections
 
+from lmjax import config_defaults
+
 
 def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.task = "clm"  # objective, a key of lmjax.tasks.TASKS
     config.seed = 0  # one seed for init, dropout and data order
+
+    config.init_from = ""  # a workdir whose weights start this run (shared names and shapes)
 
     config.data = ml_collections.ConfigDict()
     config.data.path = "tinyshakespeare"  # embedded corpus name or a local text file
@@ -51,26 +55,10 @@ def get_config(arg=None):
     config.checkpoint_every_steps = 500
     config.checkpoint_max_to_keep = 3
 
-    # Parallelism: mesh axis sizes (product = device count, -1 takes the rest) and the map from
-    # the model's logical axis names to mesh axes.
-    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-    config.logical_axis_rules = (
-        ("batch", ("data", "fsdp")),
-        ("embed", "fsdp"),
-        ("heads", "tensor"),
-        ("mlp", "tensor"),
-        ("vocab", "tensor"),
-        ("length", None),
-        ("kv", None),
-    )
+    config = config_defaults.add_parallelism(config)
 
     if arg == "test":
-        config.num_train_steps = 6
-        config.warmup_steps = 2
-        config.log_every_steps = 2
-        config.eval_every_steps = 3
-        config.eval_steps = 2
-        config.checkpoint_every_steps = 3
+        config = config_defaults.shrink_for_test(config)
     elif arg:
         raise ValueError(f"unknown preset {arg!r}; known: test")
     return config

@@ -30,7 +30,9 @@ def test_overfits_one_batch():
     with jax.set_mesh(mesh):
         model = task.make_model(config, 65)
         tx, _, shardings, init = loop.build_state(config, task, model, mesh, rules)
-        train_step, _, batch_sharding = loop.compile_steps(task, model, tx, shardings, mesh, rules)
+        train_step, _, batch_sharding = loop.compile_steps(
+            config, task, model, tx, shardings, mesh, rules
+        )
         batch = parallel.to_global_batch(task.fake_batch(config, 65), batch_sharding)
         state = init(jax.random.PRNGKey(0))
         losses = []

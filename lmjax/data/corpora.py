@@ -10,16 +10,23 @@ EMBEDDED = {
     "wikitext2_test": os.path.join(ASSETS, "wikitext-2", "test.txt"),
     "sst2_train": os.path.join(ASSETS, "sst2", "train.tsv"),
     "sst2_dev": os.path.join(ASSETS, "sst2", "dev.tsv"),
+    # WordPiece vocabulary trained by lmjax on the WikiText-2 training articles (see README.md)
+    "wikitext2_vocab_8k": os.path.join(ASSETS, "wikitext-2", "vocab_uncased_8k.txt"),
 }
+
+
+def resolve(name_or_path):
+    """The file of an embedded name, or the path itself; FileNotFoundError when it is missing."""
+    path = EMBEDDED.get(name_or_path, name_or_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"data file {path!r} not found: use an existing file or one of the embedded "
+            f"names {sorted(EMBEDDED)}"
+        )
+    return path
 
 
 def read_text(name_or_path):
     """Returns the text of an embedded corpus (by name) or of a local file (by path)."""
-    path = EMBEDDED.get(name_or_path, name_or_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"data file {path!r} not found: set config.data.path to an existing text file "
-            f"or to one of the embedded corpora {sorted(EMBEDDED)}"
-        )
-    with open(path, encoding="utf-8") as f:
+    with open(resolve(name_or_path), encoding="utf-8") as f:
         return f.read()

@@ -4,9 +4,22 @@ A training iterator's position is saved in every checkpoint (`get_state` / `set_
 resumed run sees exactly the batches an uninterrupted run would have seen.
 """
 
+import dataclasses
+
 import grain
 import jax
 import numpy as np
+
+
+@dataclasses.dataclass
+class TaskData:
+    """What a task's `make_data` returns to the train loop."""
+
+    train_ds: grain.MapDataset  # examples, before shuffling and batching
+    eval_ds: grain.MapDataset  # held-out examples, batched by `eval_batches`
+    tokenizer: object  # saved into the workdir
+    vocab_size: int
+    batch_fn: object = None  # (batch, np.random.Generator) -> batch on each train batch
 
 
 def lm_windows(tokens, seq_len, stride=1):
@@ -21,26 +34,45 @@ def lm_windows(tokens, seq_len, stride=1):
     return grain.MapDataset.range((len(tokens) - seq_len - 1) // stride + 1).map(window)
 
 
-def train_iterator(ds, batch_size, seed):
+def train_iterator(ds, batch_size, seed, batch_fn=None):
     """Shuffled (reshuffled every epoch), repeated, batched iterator over this process's share.
 
     `batch_size` is the global batch; each of the `jax.process_count()` processes reads
-    every process_count-th example and yields its part of the batch.
+    every process_count-th example and yields its part of the batch. `batch_fn(batch, rng)`
+    (e.g. dynamic masking) runs on each batch with a numpy Generator fixed by the seed and the
+    batch's index, so it too is the same after a resume.
     """
     per_process = _per_process(batch_size)
     ds = ds.seed(seed).shuffle().repeat(None)
     ds = ds[jax.process_index() :: jax.process_count()]
-    return iter(ds.batch(per_process, drop_remainder=True).to_iter_dataset())
+    ds = ds.batch(per_process, drop_remainder=True)
+    if batch_fn is not None:
+        ds = ds.random_map(batch_fn)
+    return iter(ds.to_iter_dataset())
 
 
 def eval_batches(ds, batch_size, num_batches, seed=0):
     """A fixed list of eval batches: a fixed-seed sample of `num_batches`, or all when it is -1.
-    The same in every run and after resume, so eval numbers compare across runs."""
+
+    The same in every run and after resume, so eval numbers compare across runs. Every batch has
+    `eval_weight` [B] (1.0 for a real example); the last one is padded with zero rows of weight
+    0.0 so that a full pass scores every example exactly once.
+    """
     per_process = _per_process(batch_size)
     ds = ds.seed(seed).shuffle()[jax.process_index() :: jax.process_count()]
-    ds = ds.batch(per_process, drop_remainder=True)
+    ds = ds.batch(per_process, drop_remainder=False)
     n = len(ds) if num_batches < 0 else min(num_batches, len(ds))
-    return [ds[i] for i in range(n)]
+    return [_pad_batch(ds[i], per_process) for i in range(n)]
+
+
+def _pad_batch(batch, size):
+    n = len(next(iter(batch.values())))
+    padded = {
+        k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
+        for k, v in batch.items()
+    }
+    padded["eval_weight"] = (np.arange(size) < n).astype(np.float32)
+    return padded
 
 
 def _per_process(batch_size):

@@ -1,5 +1,9 @@
 """Transformer blocks shared by the causal decoder (GPT) and the bidirectional encoder (BERT).
 
+The defaults of `TransformerConfig` give the GPT-2 decoder; BERT sets `causal=False`,
+`norm_position="post"`, `type_vocab_size=2`, `embed_norm=True`, exact GELU, biases, eps 1e-12
+(`lmjax.models.bert.bert_config`). The BERT models with their heads are in `bert.py`/`heads.py`.
+
 Parameters and activations carry logical axis names (`batch`, `length`, `embed`, `heads`, `kv`,
 `mlp`, `vocab`); the config maps them to mesh axes, so the model holds no sharding literals.
 Shapes are in names: B batch, T query length, S key length, D embed, H heads, K head dim, V vocab.
@@ -31,14 +35,25 @@ class TransformerConfig:
     emb_dim: int = 128
     mlp_dim: int = 512
     dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0  # dropout on the attention probabilities (BERT: 0.1)
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
-    causal: bool = True
+    causal: bool = True  # False: bidirectional encoder (BERT)
+    norm_position: str = "pre"  # "pre": x + f(ln(x)), final LN (GPT-2); "post": ln(x + f(x)) (BERT)
+    type_vocab_size: int = 0  # token-type (segment) embeddings; 0: none (GPT), 2: BERT
+    embed_norm: bool = False  # LayerNorm on the summed embeddings, before their dropout (BERT)
     use_bias: bool = False  # biases in Dense and LayerNorm (nanoGPT's shakespeare run: False)
     activation: str = "gelu_tanh"
     layer_norm_epsilon: float = 1e-5
     init_std: float = 0.02
+    scale_residual_init: bool = True  # GPT-2: residual projections' init std / sqrt(2 * layers)
     attention_impl: str = "xla"  # "xla": explicit einsums (fastest on CPU); "cudnn": fused kernel
     remat: bool = False  # recompute each block's activations in the backward pass
+
+    def __post_init__(self):
+        if self.norm_position not in ("pre", "post"):
+            raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} unknown; known: {list(ACTIVATIONS)}")
 
     @classmethod
     def from_config_dict(cls, model_config, vocab_size: int, max_len: int):
@@ -50,6 +65,11 @@ class TransformerConfig:
 
 def _dense_init(cfg, scale=1.0):
     return nn.initializers.normal(cfg.init_std * scale)
+
+
+def _residual_init_scale(cfg):
+    # GPT-2: residual projections scaled by 1/sqrt(2 * num_layers); BERT: plain init_std.
+    return (2 * cfg.num_layers) ** -0.5 if cfg.scale_residual_init else 1.0
 
 
 def matmul(x, kernel, num_in=1):
@@ -92,9 +112,17 @@ class Dense(nn.Module):
         return y
 
 
-def dot_product_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, impl="xla"):
-    """Softmax attention; `mask_BxTxS` is True where a query may attend to a key."""
+def dot_product_attention(
+    q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, impl="xla", probs_dropout=None
+):
+    """Softmax attention; `mask_BxTxS` is True where a query may attend to a key.
+
+    A query with no key to attend to (a row of padding) gets uniform weights, not NaN.
+    `probs_dropout`, if given, is applied to the attention probabilities (BERT).
+    """
     if impl == "cudnn":
+        if probs_dropout is not None:
+            raise ValueError("attention_impl='cudnn' has no attention dropout; use 'xla'")
         return jax.nn.dot_product_attention(
             q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_BxTxS[:, None], implementation="cudnn"
         )
@@ -103,7 +131,10 @@ def dot_product_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, impl="xla
     logits_BxHxTxS = jnp.where(
         mask_BxTxS[:, None], logits_BxHxTxS.astype(jnp.float32), jnp.finfo(jnp.float32).min
     )
-    probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
+    probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
+    if probs_dropout is not None:
+        probs_BxHxTxS = probs_dropout(probs_BxHxTxS)
+    probs_BxHxTxS = probs_BxHxTxS.astype(v_BxSxHxK.dtype)
     return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
 
 
@@ -134,16 +165,25 @@ class MultiHeadAttention(nn.Module):
             cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
             k_BxTxHxK, v_BxTxHxK = cached_k.value, cached_v.value
 
+        probs_dropout = None
+        if train and cfg.attention_dropout_rate > 0:
+            probs_dropout = nn.Dropout(
+                cfg.attention_dropout_rate, deterministic=False, name="probs_dropout"
+            )
         out_BxTxHxK = dot_product_attention(
-            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask_BxTxS, impl=cfg.attention_impl
+            q_BxTxHxK,
+            k_BxTxHxK,
+            v_BxTxHxK,
+            mask_BxTxS,
+            impl=cfg.attention_impl,
+            probs_dropout=probs_dropout,
         )
-        # GPT-2: residual projections scaled by 1/sqrt(2 * num_layers).
         out_BxTxD = Dense(
             (cfg.emb_dim,),
             ("heads", "kv", "embed"),
             cfg,
             num_in=2,
-            init_scale=(2 * cfg.num_layers) ** -0.5,
+            init_scale=_residual_init_scale(cfg),
             name="out",
         )(out_BxTxHxK)
         return nn.Dropout(cfg.dropout_rate)(out_BxTxD, deterministic=not train)
@@ -162,7 +202,7 @@ class Mlp(nn.Module):
             (cfg.emb_dim,),
             ("mlp", "embed"),
             cfg,
-            init_scale=(2 * cfg.num_layers) ** -0.5,
+            init_scale=_residual_init_scale(cfg),
             name="proj",
         )(h_BxTxF)
         return nn.Dropout(cfg.dropout_rate)(out_BxTxD, deterministic=not train)
@@ -180,19 +220,27 @@ def layer_norm(cfg, name):
 
 
 class Block(nn.Module):
-    """Pre-LN residual block (GPT-2): x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Residual block. Pre-LN (GPT-2): x + attn(ln(x)), then x + mlp(ln(x)). Post-LN (BERT):
+    ln(x + attn(x)), then ln(x + mlp(x)). The parameter names are the same for both."""
 
     cfg: TransformerConfig
 
     @nn.compact
     def __call__(self, x_BxTxD, mask_BxTxS, decode=False, cache_index=None, train=False):
         cfg = self.cfg
-        h = layer_norm(cfg, "ln_attn")(x_BxTxD)
-        x_BxTxD = x_BxTxD + MultiHeadAttention(cfg, name="attn")(
-            h, mask_BxTxS, decode=decode, cache_index=cache_index, train=train
-        )
-        h = layer_norm(cfg, "ln_mlp")(x_BxTxD)
-        x_BxTxD = x_BxTxD + Mlp(cfg, name="mlp")(h, train=train)
+        attn = MultiHeadAttention(cfg, name="attn")
+        mlp = Mlp(cfg, name="mlp")
+        ln_attn, ln_mlp = layer_norm(cfg, "ln_attn"), layer_norm(cfg, "ln_mlp")
+        if cfg.norm_position == "pre":
+            h = ln_attn(x_BxTxD)
+            x_BxTxD = x_BxTxD + attn(
+                h, mask_BxTxS, decode=decode, cache_index=cache_index, train=train
+            )
+            x_BxTxD = x_BxTxD + mlp(ln_mlp(x_BxTxD), train=train)
+        else:
+            h = attn(x_BxTxD, mask_BxTxS, decode=decode, cache_index=cache_index, train=train)
+            x_BxTxD = ln_attn(x_BxTxD + h)
+            x_BxTxD = ln_mlp(x_BxTxD + mlp(x_BxTxD, train=train))
         return nn.with_logical_constraint(x_BxTxD, ("batch", "length", "embed"))
 
 
@@ -202,13 +250,25 @@ class Transformer(nn.Module):
 
     With `decode=True` the model reads and writes a KV cache (collection "cache"): each call
     appends its tokens at the cache's current index, so a prompt can be fed at once and then one
-    token per call.
+    token per call. The BERT models (`bert.py`) subclass it and reuse `encode`.
     """
 
     cfg: TransformerConfig
 
-    @nn.compact
-    def __call__(self, tokens_BxT, decode=False, train=False):
+    def encode(
+        self,
+        tokens_BxT,
+        token_type_ids_BxT=None,
+        attention_mask_BxT=None,
+        decode=False,
+        train=False,
+    ):
+        """Embeddings and blocks: hidden states [B, T, D] (before any final LayerNorm) and the
+        token-embedding matrix [V, D] for tied heads.
+
+        Called from the compact `__call__` of this class or a subclass, so its parameters sit at
+        the top of the tree. `attention_mask_BxT` (1 = real token) hides padded keys.
+        """
         cfg = self.cfg
         batch, length = tokens_BxT.shape
         embed = nn.Embed(
@@ -224,6 +284,8 @@ class Transformer(nn.Module):
             (cfg.max_len, cfg.emb_dim),
         )
         if decode:
+            if attention_mask_BxT is not None:
+                raise NotImplementedError("decoding with an attention_mask")
             index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
             start = index.value
             index.value = start + length
@@ -237,15 +299,40 @@ class Transformer(nn.Module):
             if mask_TxS is None:
                 mask_TxS = jnp.ones((length, length), bool)
         mask_BxTxS = jnp.broadcast_to(mask_TxS, (batch, *mask_TxS.shape))
+        if attention_mask_BxT is not None:
+            # Padded keys get no weight; a padded query still attends to the real keys (no NaN).
+            mask_BxTxS = mask_BxTxS & (attention_mask_BxT[:, None, :] != 0)
 
+        # Summed in BERT's order (word + token type + position); GPT: word + position.
         pos_1xTxD = jnp.take(pos_embed, positions_T, axis=0)[None].astype(cfg.dtype)
-        x_BxTxD = embed(tokens_BxT) + pos_1xTxD
+        x_BxTxD = embed(tokens_BxT)
+        if cfg.type_vocab_size:
+            type_embed = self.param(
+                "type_embed",
+                nn.with_logical_partitioning(_dense_init(cfg), (None, "embed")),
+                (cfg.type_vocab_size, cfg.emb_dim),
+            )
+            if token_type_ids_BxT is None:
+                token_type_ids_BxT = jnp.zeros_like(tokens_BxT)
+            x_BxTxD = x_BxTxD + jnp.take(type_embed, token_type_ids_BxT, axis=0).astype(cfg.dtype)
+        elif token_type_ids_BxT is not None:
+            raise ValueError("token_type_ids given, but the model has type_vocab_size=0")
+        x_BxTxD = x_BxTxD + pos_1xTxD
+        if cfg.embed_norm:
+            x_BxTxD = layer_norm(cfg, "ln_embed")(x_BxTxD)
         x_BxTxD = nn.Dropout(cfg.dropout_rate)(x_BxTxD, deterministic=not train)
         x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "embed"))
         block = nn.remat(Block, static_argnums=(3, 5)) if cfg.remat else Block
         for i in range(cfg.num_layers):
             x_BxTxD = block(cfg, name=f"block_{i}")(x_BxTxD, mask_BxTxS, decode, start, train)
-        x_BxTxD = layer_norm(cfg, "ln_final")(x_BxTxD)
-        logits_BxTxV = matmul(x_BxTxD, embed.embedding.T.astype(cfg.dtype))
+        return x_BxTxD, embed.embedding
+
+    @nn.compact
+    def __call__(self, tokens_BxT, decode=False, train=False):
+        cfg = self.cfg
+        x_BxTxD, embedding_VxD = self.encode(tokens_BxT, decode=decode, train=train)
+        if cfg.norm_position == "pre":  # post-LN blocks end in a LayerNorm already
+            x_BxTxD = layer_norm(cfg, "ln_final")(x_BxTxD)
+        logits_BxTxV = matmul(x_BxTxD, embedding_VxD.T.astype(cfg.dtype))
         logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
         return logits_BxTxV.astype(jnp.float32)

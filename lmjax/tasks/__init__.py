@@ -1,8 +1,8 @@
 """Objectives. A task owns what differs between objectives: data, model, loss and metrics."""
 
-from lmjax.tasks import clm
+from lmjax.tasks import classify, clm, mlm_nsp
 
-TASKS = {"clm": clm}
+TASKS = {"clm": clm, "mlm_nsp": mlm_nsp, "classify": classify}
 
 
 def get_task(name):

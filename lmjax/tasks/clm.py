@@ -1,7 +1,5 @@
 """Causal language modelling: predict token t+1 from tokens <= t."""
 
-import dataclasses
-
 import jax.numpy as jnp
 import optax
 
@@ -9,21 +7,13 @@ from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
 
 
-@dataclasses.dataclass
-class Data:
-    train_ds: object  # grain MapDataset of examples (before shuffling and batching)
-    eval_ds: object
-    tokenizer: object
-    vocab_size: int
-
-
-def make_data(config):
+def make_data(config, workdir=None):
     """Character-level corpus split as nanoGPT: the first `train_fraction` of the text trains."""
     text = corpora.read_text(config.data.path)
     tokenizer = tokenizers.CharTokenizer.from_text(text)
     ids = tokenizer.encode(text)
     split = int(len(ids) * config.data.train_fraction)
-    return Data(
+    return pipeline.TaskData(
         train_ds=pipeline.lm_windows(ids[:split], config.seq_len),
         eval_ds=pipeline.lm_windows(ids[split:], config.seq_len, stride=config.seq_len),
         tokenizer=tokenizer,
@@ -46,20 +36,21 @@ def _token_losses(model, params, batch, rng=None, train=False):
     return logits_BxTxV, losses_BxT
 
 
-def loss_fn(model, params, batch, rng, train=True):
+def loss_fn(config, model, params, batch, rng, train=True):
     """Mean next-token cross-entropy; returns (loss, extra metrics)."""
     _, losses_BxT = _token_losses(model, params, batch, rng, train)
     return jnp.mean(losses_BxT), {}
 
 
-def eval_metrics(model, params, batch):
+def eval_metrics(config, model, params, batch):
     """{name: (sum, count)} over the batch's tokens."""
     logits_BxTxV, losses_BxT = _token_losses(model, params, batch)
     correct_BxT = jnp.argmax(logits_BxTxV, -1) == batch["targets"]
-    count = jnp.asarray(losses_BxT.size, jnp.float32)
+    weight_Bx1 = batch["eval_weight"][:, None]  # 0 for padding rows
+    count = jnp.sum(weight_Bx1) * losses_BxT.shape[1]
     return {
-        "loss": (jnp.sum(losses_BxT), count),
-        "accuracy": (jnp.sum(correct_BxT.astype(jnp.float32)), count),
+        "loss": (jnp.sum(losses_BxT * weight_Bx1), count),
+        "accuracy": (jnp.sum(correct_BxT * weight_Bx1), count),
     }
 
 

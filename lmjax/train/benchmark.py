@@ -15,14 +15,18 @@ def run(config, steps=40, warmup=5, real_data=False):
         if real_data:
             data = task.make_data(config)
             vocab_size = data.vocab_size
-            it = pipeline.train_iterator(data.train_ds, config.batch_size, config.seed)
+            it = pipeline.train_iterator(
+                data.train_ds, config.batch_size, config.seed, data.batch_fn
+            )
             host_batches = [next(it) for _ in range(8)]
         else:
             vocab_size = config.get("vocab_size", 65)
             host_batches = [task.fake_batch(config, vocab_size)]
         model = task.make_model(config, vocab_size)
         tx, _, shardings, init_sharded = loop.build_state(config, task, model, mesh, rules)
-        train_step, _, batch_sharding = loop.compile_steps(task, model, tx, shardings, mesh, rules)
+        train_step, _, batch_sharding = loop.compile_steps(
+            config, task, model, tx, shardings, mesh, rules
+        )
         batches = [parallel.to_global_batch(b, batch_sharding) for b in host_batches]
         state = init_sharded(jax.random.PRNGKey(config.seed))
 

@@ -76,3 +76,51 @@ def restore(manager, step, abstract_state):
 def _flatten(tree):
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return [(jax.tree_util.keystr(path, simple=True, separator="/"), leaf) for path, leaf in flat]
+
+
+def load_pretrained_params(workdir, params):
+    """`params` with every parameter that WORKDIR's latest checkpoint also has replaced by the
+    saved one (same path, same shape, same sharding as `params`); the rest keep their init.
+    Returns (params, names copied, names initialised)."""
+    manager = ocp.CheckpointManager(  # read-only; PyTree handler for a partial restore
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+    )
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"init_from: no checkpoint in {manager.directory}")
+    saved_meta = dict(_flatten(manager.item_metadata(step)["state"]["params"]))
+    target = {}
+    for name, leaf in _flatten(params):
+        if name in saved_meta:
+            if tuple(saved_meta[name].shape) != tuple(leaf.shape):
+                raise ValueError(
+                    f"init_from {workdir}: params/{name} has shape {tuple(saved_meta[name].shape)}"
+                    f" in the checkpoint and {tuple(leaf.shape)} in the model built from the config"
+                )
+            target[name] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    # Restore only the shared parameters (a partial tree), onto this run's shardings.
+    abstract = {"params": _unflatten(target)}
+    restore = ocp.args.PyTreeRestore(
+        abstract,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True,
+    )
+    restored = manager.restore(step, args=ocp.args.Composite(state=restore))
+    saved = dict(_flatten(restored["state"]["params"]))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat]
+    leaves = [saved.get(n, leaf) for n, (_, leaf) in zip(names, flat, strict=True)]
+    copied = [n for n in names if n in saved]
+    return jax.tree_util.tree_unflatten(treedef, leaves), copied, sorted(set(names) - set(copied))
+
+
+def _unflatten(flat):
+    tree = {}
+    for name, leaf in flat.items():
+        node = tree
+        *parents, last = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = leaf
+    return tree

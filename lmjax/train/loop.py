@@ -1,6 +1,7 @@
 """The train loop: mesh → data → model → state (restore or init) → steps, logs, evals, checkpoints.
 
-Restore order: the latest checkpoint in `WORKDIR/checkpoints` if there is one, else a fresh init.
+Restore order: the latest checkpoint in `WORKDIR/checkpoints` if there is one; else a fresh init,
+with the weights it shares with `config.init_from`'s latest checkpoint loaded (fine-tuning).
 """
 
 import functools
@@ -46,16 +47,16 @@ def build_state(config, task, model, mesh, rules):
     return tx, abstract, shardings, init_sharded
 
 
-def compile_steps(task, model, tx, shardings, mesh, rules):
+def compile_steps(config, task, model, tx, shardings, mesh, rules):
     batch_sharding = parallel.batch_sharding(mesh, rules)
     train_step = jax.jit(
-        step.make_train_step(task, model, tx),
+        step.make_train_step(config, task, model, tx),
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
     )
     eval_step = jax.jit(
-        step.make_eval_step(task, model),
+        step.make_eval_step(config, task, model),
         in_shardings=(shardings["params"], batch_sharding),
         out_shardings=parallel.replicated(mesh),
     )
@@ -102,17 +103,21 @@ def train_and_evaluate(config, workdir):
 
 def _train(config, workdir, task, mesh, rules):
     #### Data
-    data = task.make_data(config)
+    data = task.make_data(config, workdir)
     _save_config(config, workdir)
     if jax.process_index() == 0:
         data.tokenizer.save(workdir)
-    train_iter = pipeline.train_iterator(data.train_ds, config.batch_size, config.seed)
+    train_iter = pipeline.train_iterator(
+        data.train_ds, config.batch_size, config.seed, data.batch_fn
+    )
     eval_batches = pipeline.eval_batches(data.eval_ds, config.batch_size, config.eval_steps)
 
     #### Model and state
     model = task.make_model(config, data.vocab_size)
     tx, abstract_state, shardings, init_sharded = build_state(config, task, model, mesh, rules)
-    train_step, eval_step, batch_sharding = compile_steps(task, model, tx, shardings, mesh, rules)
+    train_step, eval_step, batch_sharding = compile_steps(
+        config, task, model, tx, shardings, mesh, rules
+    )
     manager = checkpoint.make_manager(workdir, config.checkpoint_max_to_keep)
     writer = MetricWriter(workdir)
     latest = manager.latest_step()
@@ -123,6 +128,16 @@ def _train(config, workdir, task, mesh, rules):
         logging.info("resumed from %s/%d", manager.directory, latest)
     else:
         state = init_sharded(jax.random.PRNGKey(config.seed))
+        if config.get("init_from"):  # fine-tuning: shared weights from a pretraining workdir
+            state["params"], copied, fresh = checkpoint.load_pretrained_params(
+                config.init_from, state["params"]
+            )
+            logging.info(
+                "init_from %s: %d tensors loaded; initialised afresh: %s",
+                config.init_from,
+                len(copied),
+                ", ".join(fresh) or "none",
+            )
     first_step = int(state["step"])
 
     num_params = flops.count_params(state["params"])
@@ -150,13 +165,19 @@ def _train(config, workdir, task, mesh, rules):
                 host = _check_finite(jax.device_get(pending), manager)
                 pending = []
                 step_time = (time.perf_counter() - timer_start) / max(s - timer_step, 1)
-                last_metrics = {
-                    "train/loss": float(np.mean([m["loss"] for _, m in host])),
-                    "train/learning_rate": float(schedule(s - 1)),
-                    "train/grad_norm": float(host[-1][1]["grad_norm"]),
-                    "train/tokens_per_sec": config.batch_size * config.seq_len / step_time,
-                    "train/mfu": flops_per_step / step_time / peak_flops,
+                last_metrics = {  # the task's metrics (loss, ...) averaged over the interval
+                    f"train/{k}": float(np.mean([m[k] for _, m in host]))
+                    for k in host[0][1]
+                    if k != "grad_norm"
                 }
+                last_metrics.update(
+                    {
+                        "train/learning_rate": float(schedule(s - 1)),
+                        "train/grad_norm": float(host[-1][1]["grad_norm"]),
+                        "train/tokens_per_sec": config.batch_size * config.seq_len / step_time,
+                        "train/mfu": flops_per_step / step_time / peak_flops,
+                    }
+                )
                 writer.write(s, last_metrics)
                 _log_line(s, config.num_train_steps, last_metrics, step_time)
                 timer_start, timer_step = time.perf_counter(), s
@@ -176,6 +197,7 @@ def _train(config, workdir, task, mesh, rules):
             if preempted or is_last or s % config.checkpoint_every_steps == 0:
                 _check_finite(jax.device_get(pending), manager)  # never save a NaN state
                 checkpoint.save(manager, s, state, train_iter.get_state(), force=True)
+                timer_start, timer_step = time.perf_counter(), s  # keep saves out of tokens/s
             if preempted:
                 logging.warning("preempted at step %d: checkpoint saved, exiting", s)
                 break

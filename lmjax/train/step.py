@@ -41,14 +41,14 @@ def make_optimizer(config):
     )
 
 
-def make_train_step(task, model, tx):
+def make_train_step(config, task, model, tx):
     """Returns `train_step(state, batch) -> (state, metrics)`; state is a dict of arrays."""
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state["rng"], state["step"])
 
         def loss_fn(params):
-            return task.loss_fn(model, params, batch, rng=rng, train=True)
+            return task.loss_fn(config, model, params, batch, rng=rng, train=True)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -60,11 +60,11 @@ def make_train_step(task, model, tx):
     return train_step
 
 
-def make_eval_step(task, model):
+def make_eval_step(config, task, model):
     """Returns `eval_step(params, batch) -> {name: (sum, count)}`, summed over the batch."""
 
     def eval_step(params, batch):
-        return task.eval_metrics(model, params, batch)
+        return task.eval_metrics(config, model, params, batch)
 
     return eval_step
 

@@ -1,0 +1,166 @@
+"""Sequence classification fine-tuning (e.g. SST-2): `[CLS] sentence [SEP]` → pooler → classifier.
+
+With `config.init_from=PRETRAIN_WORKDIR` the encoder's architecture, vocabulary and weights
+(embeddings, blocks, pooler) come from that workdir; the classifier is initialised afresh.
+"""
+
+import dataclasses
+import os
+
+import grain
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lmjax.data import corpora, pipeline, tokenizers
+from lmjax.models import bert
+from lmjax.models.transformer import DTYPES, TransformerConfig
+from lmjax.train import flops
+
+MODEL_KEYS = ("input_ids", "token_type_ids", "attention_mask", "label")
+
+
+def read_labeled_tsv(path):
+    """(sentences, labels) of a `sentence<TAB>label` file with a header row (GLUE's SST-2)."""
+    text = corpora.read_text(path)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    if not lines or lines[0].split("\t")[:2] != ["sentence", "label"]:
+        raise ValueError(f"{path}: line 1 must be the header 'sentence<TAB>label'")
+    sentences, labels = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip().isdigit():
+            raise ValueError(
+                f"{path}: line {number} is not 'sentence<TAB>integer label': {line[:80]!r}"
+            )
+        sentences.append(fields[0].strip())
+        labels.append(int(fields[1]))
+    return sentences, np.asarray(labels, np.int32)
+
+
+def encode_examples(sentences, labels, tokenizer, seq_len):
+    """`[CLS] tokens [SEP]` truncated to seq_len and padded, as fixed-shape int32 arrays."""
+    n = len(sentences)
+    ids_NxT = np.full((n, seq_len), tokenizer.pad_id, np.int32)
+    for i, ids in enumerate(tokenizer.encode_batch(sentences)):
+        row = [tokenizer.cls_id, *ids[: seq_len - 2], tokenizer.sep_id]
+        ids_NxT[i, : len(row)] = row
+    return {
+        "input_ids": ids_NxT,
+        "token_type_ids": np.zeros_like(ids_NxT),
+        "attention_mask": (ids_NxT != tokenizer.pad_id).astype(np.int32),
+        "label": labels,
+    }
+
+
+def _rows(arrays):
+    n = len(arrays["label"])
+    return grain.MapDataset.range(n).map(lambda i: {k: v[i] for k, v in arrays.items()})
+
+
+def pretrained_config(config):
+    """The config.json of `config.init_from`, or None."""
+    if not config.get("init_from"):
+        return None
+    from lmjax.train import loop
+
+    return loop.load_config(config.init_from)
+
+
+def make_data(config, workdir=None):
+    train_sentences, train_labels = read_labeled_tsv(config.data.train_path)
+    eval_sentences, eval_labels = read_labeled_tsv(config.data.eval_path)
+    if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
+        tokenizer = tokenizers.load_tokenizer(workdir)  # resuming
+    elif config.get("init_from"):
+        tokenizer = tokenizers.load_tokenizer(config.init_from)
+    elif config.data.vocab_path:
+        tokenizer = tokenizers.WordPieceTokenizer.from_vocab_file(
+            corpora.resolve(config.data.vocab_path), lowercase=True
+        )
+    else:
+        tokenizer = tokenizers.WordPieceTokenizer.train(
+            train_sentences, config.data.vocab_size, lowercase=True
+        )
+    encode = lambda s, y: encode_examples(s, y, tokenizer, config.seq_len)  # noqa: E731
+    return pipeline.TaskData(
+        train_ds=_rows(encode(train_sentences, train_labels)),
+        eval_ds=_rows(encode(eval_sentences, eval_labels)),
+        tokenizer=tokenizer,
+        vocab_size=tokenizer.vocab_size,
+    )
+
+
+def model_config(config, vocab_size):
+    """Architecture from the pretrained workdir when fine-tuning, else from `config.model`."""
+    pretrained = pretrained_config(config)
+    model = pretrained.model if pretrained else config.model
+    max_len = pretrained.seq_len if pretrained else config.seq_len
+    if config.seq_len > max_len:
+        raise ValueError(
+            f"seq_len {config.seq_len} exceeds the {max_len} positions of {config.init_from}"
+        )
+    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+    kwargs = {k: v for k, v in model.items() if k in fields}
+    # Fine-tuning regularisation is this run's choice, not the pretraining's.
+    kwargs["dropout_rate"] = config.model.dropout_rate
+    kwargs["dtype"] = DTYPES[config.model.dtype]
+    return bert.bert_config(vocab_size, max_len, **kwargs)
+
+
+def make_model(config, vocab_size):
+    return bert.BertForSequenceClassification(
+        model_config(config, vocab_size), num_classes=config.num_classes
+    )
+
+
+def _inputs(batch):
+    return dict(
+        input_ids=batch["input_ids"],
+        token_type_ids=batch["token_type_ids"],
+        attention_mask=batch["attention_mask"],
+    )
+
+
+def init_params(model, rng, batch):
+    return model.init(rng, **_inputs(batch))["params"]
+
+
+def _losses(model, params, batch, rng=None, train=False):
+    rngs = {"dropout": rng} if train else {}
+    logits_BxC = model.apply({"params": params}, **_inputs(batch), train=train, rngs=rngs)["logits"]
+    return logits_BxC, optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
+
+
+def loss_fn(config, model, params, batch, rng, train=True):
+    _, losses_B = _losses(model, params, batch, rng, train)
+    return jnp.mean(losses_B), {}
+
+
+def eval_metrics(config, model, params, batch):
+    logits_BxC, losses_B = _losses(model, params, batch)
+    correct_B = jnp.argmax(logits_BxC, -1) == batch["label"]
+    weight_B = batch["eval_weight"]  # 0 for padding rows: every example counts once
+    count = jnp.sum(weight_B)
+    return {
+        "loss": (jnp.sum(losses_B * weight_B), count),
+        "accuracy": (jnp.sum(correct_B * weight_B), count),
+    }
+
+
+def flops_per_token(config, num_params):
+    cfg = model_config(config, 1)
+    return flops.flops_per_token(num_params, cfg.num_layers, cfg.emb_dim, config.seq_len)
+
+
+def fake_batch(config, vocab_size):
+    rng = np.random.default_rng(0)
+    b, t = config.batch_size, config.seq_len
+    return {
+        "input_ids": rng.integers(0, vocab_size, (b, t), dtype=np.int32),
+        "token_type_ids": np.zeros((b, t), np.int32),
+        "attention_mask": np.ones((b, t), np.int32),
+        "label": rng.integers(0, config.num_classes, (b,), dtype=np.int32),
+    }

@@ -1,0 +1,218 @@
+"""BERT pretraining: masked language modelling + next-sentence prediction (Devlin et al. 2018).
+
+Instances are made as google-research/bert's create_pretraining_data.py makes them
+(`lmjax.data.pretraining`). With `data.dynamic_masking` the instances are stored unmasked and
+every batch gets a fresh mask (RoBERTa); otherwise each of the `dupe_factor` copies is masked
+once. The eval set (held-out documents) is built and masked from a fixed seed, so its numbers
+compare across runs and checkpoints.
+"""
+
+import dataclasses
+import functools
+import os
+
+import grain
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lmjax.data import corpora, pipeline, pretraining, text, tokenizers
+from lmjax.models import bert
+from lmjax.models.transformer import DTYPES, TransformerConfig
+
+# Arrays the model needs; the rest (special_mask, word_start) only serve masking on the host.
+MODEL_KEYS = (
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "masked_lm_weights",
+    "next_sentence_label",
+)
+
+
+def read_corpus_documents(config):
+    """Documents (lists of sentences) of every file in `data.paths`, in order."""
+    documents = []
+    for path in config.data.paths:
+        documents.extend(text.read_documents(corpora.read_text(path), fmt=config.data.format))
+    return documents
+
+
+def make_tokenizer(config, texts, workdir=None):
+    """The workdir's tokenizer when it has one (resume), else `data.vocab_path`, else one trained
+    on `texts` (Hugging Face's WordPiece trainer breaks ties differently from run to run, so a
+    shipped vocabulary is what makes two runs' instances identical)."""
+    if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
+        return tokenizers.load_tokenizer(workdir)
+    if config.data.get("vocab_path"):
+        return tokenizers.WordPieceTokenizer.from_vocab_file(
+            corpora.resolve(config.data.vocab_path), lowercase=config.data.lowercase
+        )
+    return tokenizers.WordPieceTokenizer.train(
+        texts, config.data.vocab_size, lowercase=config.data.lowercase
+    )
+
+
+def _masking_kwargs(config, tokenizer):
+    return dict(
+        masked_lm_prob=config.data.masked_lm_prob,
+        max_predictions_per_seq=config.data.max_predictions_per_seq,
+        whole_word=config.data.whole_word_masking,
+    )
+
+
+def _model_arrays(batch):
+    return {k: batch[k] for k in MODEL_KEYS}
+
+
+def make_data(config, workdir=None):
+    documents = read_corpus_documents(config)
+    num_eval = config.data.num_eval_documents
+    if not 0 < num_eval < len(documents) - 1:
+        raise ValueError(
+            f"data.num_eval_documents={num_eval} must leave at least 2 of the "
+            f"{len(documents)} documents for training"
+        )
+    train_docs, eval_docs = documents[:-num_eval], documents[-num_eval:]
+    tokenizer = make_tokenizer(config, [s for d in train_docs for s in d], workdir)
+    train_docs = pretraining.tokenize_documents(train_docs, tokenizer)
+    eval_docs = pretraining.tokenize_documents(eval_docs, tokenizer)
+    common = dict(
+        max_seq_length=config.seq_len,
+        short_seq_prob=config.data.short_seq_prob,
+        **_masking_kwargs(config, tokenizer),
+    )
+    dynamic = config.data.dynamic_masking
+    train = pretraining.create_pretraining_data(
+        train_docs,
+        tokenizer,
+        np.random.default_rng(config.seed),
+        dupe_factor=config.data.dupe_factor,
+        mask=not dynamic,
+        **common,
+    )
+    eval_set = pretraining.make_eval_set(
+        eval_docs, tokenizer, config.data.eval_seed, dupe_factor=1, **common
+    )
+    batch_fn = None
+    if dynamic:
+        mask = functools.partial(
+            pretraining.mask_tokens,
+            mask_id=tokenizer.mask_id,
+            vocab_size=tokenizer.vocab_size,
+            exclude_ids=tokenizer.special_ids,
+            **_masking_kwargs(config, tokenizer),
+        )
+        batch_fn = lambda batch, rng: _model_arrays(mask(batch, rng))  # noqa: E731
+    else:
+        train = _model_arrays(train)
+    return pipeline.TaskData(
+        train_ds=_rows(train),
+        eval_ds=_rows(_model_arrays(eval_set)),
+        tokenizer=tokenizer,
+        vocab_size=tokenizer.vocab_size,
+        batch_fn=batch_fn,
+    )
+
+
+def _rows(arrays):
+    """MapDataset whose element i is {key: arrays[key][i]}."""
+    n = len(next(iter(arrays.values())))
+    return grain.MapDataset.range(n).map(lambda i: {k: v[i] for k, v in arrays.items()})
+
+
+def model_config(config, vocab_size):
+    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+    kwargs = {k: v for k, v in config.model.items() if k in fields}
+    kwargs["dtype"] = DTYPES[kwargs.get("dtype", "float32")]
+    return bert.bert_config(vocab_size, config.seq_len, **kwargs)
+
+
+def make_model(config, vocab_size):
+    return bert.BertForPreTraining(model_config(config, vocab_size))
+
+
+def init_params(model, rng, batch):
+    return model.init(rng, **_inputs(batch))["params"]
+
+
+def _inputs(batch):
+    return dict(
+        input_ids=batch["input_ids"],
+        token_type_ids=batch["token_type_ids"],
+        attention_mask=batch["attention_mask"],
+        masked_lm_positions=batch["masked_lm_positions"],
+    )
+
+
+def _losses(model, params, batch, rng=None, train=False):
+    rngs = {"dropout": rng} if train else {}
+    out = model.apply({"params": params}, **_inputs(batch), train=train, rngs=rngs)
+    mlm_BxP = optax.softmax_cross_entropy_with_integer_labels(
+        out["mlm_logits"], batch["masked_lm_ids"]
+    )
+    nsp_B = optax.softmax_cross_entropy_with_integer_labels(
+        out["nsp_logits"], batch["next_sentence_label"]
+    )
+    return out, mlm_BxP, nsp_B
+
+
+def loss_fn(config, model, params, batch, rng, train=True):
+    """MLM loss over the masked positions only (weighted), plus the NSP loss (`use_nsp`)."""
+    _, mlm_BxP, nsp_B = _losses(model, params, batch, rng, train)
+    weights_BxP = batch["masked_lm_weights"]
+    mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(jnp.sum(weights_BxP), 1.0)
+    nsp_loss = jnp.mean(nsp_B)
+    loss = mlm_loss + nsp_loss if config.use_nsp else mlm_loss
+    return loss, {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss}
+
+
+def eval_metrics(config, model, params, batch):
+    """{name: (sum, count)}; `loss` (mlm_loss + nsp_loss) is averaged over batches."""
+    out, mlm_BxP, nsp_B = _losses(model, params, batch)
+    weights_BxP = batch["masked_lm_weights"]
+    mlm_correct = jnp.argmax(out["mlm_logits"], -1) == batch["masked_lm_ids"]
+    nsp_correct = jnp.argmax(out["nsp_logits"], -1) == batch["next_sentence_label"]
+    weights_B = batch["eval_weight"]  # 0 for padding rows (their MLM weights are 0 too)
+    num_masked, num_rows = jnp.sum(weights_BxP), jnp.sum(weights_B)
+    mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(num_masked, 1.0)
+    nsp_loss = jnp.sum(nsp_B * weights_B) / jnp.maximum(num_rows, 1.0)
+    loss = mlm_loss + nsp_loss if config.use_nsp else mlm_loss
+    return {
+        "loss": (loss, jnp.ones(())),
+        "mlm_loss": (jnp.sum(mlm_BxP * weights_BxP), num_masked),
+        "mlm_accuracy": (jnp.sum(mlm_correct * weights_BxP), num_masked),
+        "nsp_loss": (jnp.sum(nsp_B * weights_B), num_rows),
+        "nsp_accuracy": (jnp.sum(nsp_correct * weights_B), num_rows),
+    }
+
+
+def flops_per_token(config, num_params):
+    """6N + attention, with the tied [D, V] output matmul counted only at the predicted
+    positions (max_predictions_per_seq of seq_len), where the gathered MLM head runs."""
+    from lmjax.train import flops
+
+    m = config.model
+    embedding = config.data.vocab_size * m.emb_dim
+    predicted = config.data.max_predictions_per_seq / config.seq_len
+    return (
+        flops.flops_per_token(num_params - embedding, m.num_layers, m.emb_dim, config.seq_len)
+        + 6 * embedding * predicted
+    )
+
+
+def fake_batch(config, vocab_size):
+    """Random ids in the pretraining batch layout (shapes for init and benchmarks)."""
+    rng = np.random.default_rng(0)
+    b, t, p = config.batch_size, config.seq_len, config.data.max_predictions_per_seq
+    return {
+        "input_ids": rng.integers(0, vocab_size, (b, t), dtype=np.int32),
+        "token_type_ids": np.repeat((np.arange(t) >= t // 2)[None], b, 0).astype(np.int32),
+        "attention_mask": np.ones((b, t), np.int32),
+        "masked_lm_positions": np.sort(rng.integers(1, t, (b, p)), axis=1).astype(np.int32),
+        "masked_lm_ids": rng.integers(0, vocab_size, (b, p), dtype=np.int32),
+        "masked_lm_weights": np.ones((b, p), np.float32),
+        "next_sentence_label": rng.integers(0, 2, (b,), dtype=np.int32),
+    }

@@ -1,0 +1,178 @@
+"""BERT tasks: MLM+NSP pretraining and sequence classification wired into the train loop."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from configs import bert_tiny_wikitext, sst2_finetune
+from lmjax.data import pipeline
+from lmjax.tasks import classify, mlm_nsp
+from lmjax.train import checkpoint, loop, metrics, parallel
+
+
+def _bert_config(**overrides):
+    config = bert_tiny_wikitext.get_config("test")
+    config.model.num_layers = 1
+    config.model.emb_dim = 32
+    config.model.mlp_dim = 64
+    config.log_every_steps = 1
+    for k, v in overrides.items():
+        node = config
+        *path, leaf = k.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = v
+    return config
+
+
+def _losses(workdir, key="train/loss"):
+    return {r["step"]: r[key] for r in metrics.read_metrics(workdir) if key in r}
+
+
+def _model_and_params(config, data):
+    task = mlm_nsp
+    model = task.make_model(config, data.vocab_size)
+    batch = pipeline.eval_batches(data.eval_ds, config.batch_size, 1)[0]
+    params = parallel.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
+    return model, params, batch
+
+
+def test_mlm_loss_ignores_unmasked_and_padded_positions():
+    config = _bert_config()
+    data = mlm_nsp.make_data(config)
+    model, params, batch = _model_and_params(config, data)
+    # Pad the last 8 positions of every row: no attention to them, no predictions there.
+    t = batch["input_ids"].shape[1]
+    batch["attention_mask"] = batch["attention_mask"] * (np.arange(t) < t - 8)
+    weights = batch["masked_lm_weights"] * (batch["masked_lm_positions"] < t - 8)
+    weights[:, -1] = 0.0  # and an unused prediction slot in every row
+    batch["masked_lm_weights"] = weights
+    loss = mlm_nsp.loss_fn(config, model, params, batch, None, train=False)[1]["mlm_loss"]
+
+    # Labels at weight-0 prediction slots do not count.
+    changed = dict(batch, masked_lm_ids=np.where(weights > 0, batch["masked_lm_ids"], 7))
+    again = mlm_nsp.loss_fn(config, model, params, changed, None, train=False)[1]["mlm_loss"]
+    np.testing.assert_allclose(again, loss, rtol=1e-6)
+    # Tokens at padded positions (attention_mask 0) do not change any prediction.
+    pad = batch["attention_mask"] == 0
+    assert pad.any()
+    changed = dict(batch, input_ids=np.where(pad, 5, batch["input_ids"]))
+    again = mlm_nsp.loss_fn(config, model, params, changed, None, train=False)[1]["mlm_loss"]
+    np.testing.assert_allclose(again, loss, rtol=1e-5)
+    # A real masked label does count.
+    first = np.argwhere(weights > 0)[0]
+    labels = batch["masked_lm_ids"].copy()
+    labels[tuple(first)] = (labels[tuple(first)] + 1) % data.vocab_size
+    again = mlm_nsp.loss_fn(config, model, params, dict(batch, masked_lm_ids=labels), None, False)[
+        1
+    ]
+    assert not np.isclose(again["mlm_loss"], loss)
+
+
+def test_eval_set_is_identical_across_runs_and_train_seeds():
+    a = mlm_nsp.make_data(_bert_config())
+    b = mlm_nsp.make_data(_bert_config(seed=5))
+    ea = pipeline.eval_batches(a.eval_ds, 8, -1)
+    eb = pipeline.eval_batches(b.eval_ds, 8, -1)
+    assert len(ea) == len(eb) > 1
+    for x, y in zip(ea, eb, strict=True):
+        for k in x:
+            assert x[k].tobytes() == y[k].tobytes(), k
+
+
+def test_dynamic_masking_gives_an_instance_new_masks_each_epoch():
+    config = _bert_config()
+    data = mlm_nsp.make_data(config)
+    n = len(data.train_ds)
+    it = pipeline.train_iterator(data.train_ds, n // 2, config.seed, data.batch_fn)
+    epochs = [[next(it) for _ in range(2)] for _ in range(2)]
+
+    def masks_by_instance(batches):
+        # Identify an instance by its unmasked tokens: positions that are not predictions.
+        out = {}
+        for b in batches:
+            for row in range(len(b["input_ids"])):
+                ids = b["input_ids"][row].copy()
+                ids[b["masked_lm_positions"][row]] = -1
+                key = (ids.tobytes(), b["next_sentence_label"][row])
+                out[key] = b["masked_lm_positions"][row].tobytes()
+        return out
+
+    first, second = masks_by_instance(epochs[0]), masks_by_instance(epochs[1])
+    assert all("masked_lm_positions" in b for b in epochs[0])
+    # Re-masked instances rarely keep all their positions (and then match as other keys).
+    assert len(set(first) & set(second)) < 0.2 * len(first)
+
+
+def test_bert_resume_equals_uninterrupted(tmp_path):
+    config = _bert_config()
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    loop.train_and_evaluate(config, straight)
+    loop.train_and_evaluate(config, resumed)
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
+    loop.train_and_evaluate(config, resumed)
+    assert _losses(resumed) == _losses(straight)
+    assert _losses(resumed, "eval/mlm_accuracy") == _losses(straight, "eval/mlm_accuracy")
+    assert sorted(_losses(straight, "eval/nsp_accuracy")) == [3, 6]
+
+
+def test_tsv_reader_rejects_a_malformed_line(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_text("sentence\tlabel\na fine movie\t1\nno label here\nworse\t0\n")
+    with pytest.raises(ValueError, match="line 3"):
+        classify.read_labeled_tsv(str(path))
+    path.write_text("text\tlabel\nok\t1\n")
+    with pytest.raises(ValueError, match="line 1 must be the header"):
+        classify.read_labeled_tsv(str(path))
+    sentences, labels = classify.read_labeled_tsv("sst2_dev")
+    assert len(sentences) == 872 and set(labels.tolist()) == {0, 1}
+
+
+def test_eval_scores_every_example_once():
+    config = sst2_finetune.get_config("test")
+    data = classify.make_data(config)
+    batches = pipeline.eval_batches(data.eval_ds, 32, -1)
+    assert (
+        sum(b["eval_weight"].sum() for b in batches) == 872
+    )  # 27 full batches + 8 in a padded one
+
+
+def test_finetuning_loads_the_pretrained_encoder_and_a_fresh_classifier(tmp_path):
+    pretrain = str(tmp_path / "pretrain")
+    loop.train_and_evaluate(_bert_config(), pretrain)
+    config = sst2_finetune.get_config("test")
+    config.init_from = pretrain
+    config.num_train_steps = 1
+    task, mesh, rules = loop.setup(config)
+    with jax.set_mesh(mesh):
+        data = classify.make_data(config)
+        model = classify.make_model(config, data.vocab_size)
+        assert model.cfg.num_layers == 1 and model.cfg.emb_dim == 32  # the checkpoint's sizes
+        _, _, _, init = loop.build_state(config, task, model, mesh, rules)
+        params = init(jax.random.PRNGKey(0))["params"]
+        loaded, copied, fresh = checkpoint.load_pretrained_params(pretrain, params)
+    assert fresh == ["classifier/dense/bias", "classifier/dense/kernel"]
+    assert "pooler/dense/kernel" in copied and "block_0/attn/qkv/kernel" in copied
+    saved = checkpoint.make_manager(pretrain)
+    meta = saved.item_metadata(saved.latest_step())["state"]["params"]
+    assert meta["tok_embed"]["embedding"].shape == loaded["tok_embed"]["embedding"].shape
+    assert not np.allclose(
+        loaded["block_0"]["mlp"]["fc"]["kernel"], params["block_0"]["mlp"]["fc"]["kernel"]
+    )
+    # The fine-tuning run itself (vocabulary from the pretraining workdir) trains and evaluates.
+    final = loop.train_and_evaluate(config, str(tmp_path / "finetune"))
+    assert 0.0 <= final["eval/accuracy"] <= 1.0
+
+
+def test_init_from_with_other_shapes_names_the_parameter(tmp_path):
+    pretrain = str(tmp_path / "pretrain")
+    loop.train_and_evaluate(_bert_config(), pretrain)
+    config = _bert_config(**{"model.mlp_dim": 48, "num_train_steps": 1})
+    config.init_from = pretrain
+    with pytest.raises(
+        ValueError, match=r"mlp/fc/bias has shape \(64,\) in the checkpoint and \(48,\)"
+    ):
+        loop.train_and_evaluate(config, str(tmp_path / "other"))
