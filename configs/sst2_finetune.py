@@ -36,7 +36,7 @@ def get_config(arg=None):
     config.num_epochs = 3
     config.num_train_steps = 3 * 67349 // 32  # num_epochs over the 67,349 training sentences
     config.warmup_steps = 600  # ~10% of training
-    config.learning_rate = 3e-4
+    config.learning_rate = 5e-4
     config.min_learning_rate = 0.0
 
     config.optimizer = ml_collections.ConfigDict()

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from lmjax import plots
 from lmjax.train import loop, metrics, parallel, step
 from tests.conftest import CONFIGS, REPO, run_script, script_env, tiny_config
 
@@ -59,6 +60,9 @@ def test_train_writes_metrics_config_tokenizer_and_checkpoints(workdir):
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["emb_dim"] == 32
     assert os.path.exists(os.path.join(workdir, "tokenizer.json"))
+    png = plots.plot_run(workdir)
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_learning_rate_schedule_warmup_and_cosine_floor():

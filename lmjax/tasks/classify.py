@@ -150,9 +150,12 @@ def eval_metrics(config, model, params, batch):
     }
 
 
-def flops_per_token(config, num_params):
+def flops_per_token(config, num_params, vocab_size=None):
+    """6N + attention, N without the token embedding (a lookup here, no output matmul)."""
     cfg = model_config(config, 1)
-    return flops.flops_per_token(num_params, cfg.num_layers, cfg.emb_dim, config.seq_len)
+    vocab_size = vocab_size or config.data.vocab_size
+    n = num_params - vocab_size * cfg.emb_dim
+    return flops.flops_per_token(n, cfg.num_layers, cfg.emb_dim, config.seq_len)
 
 
 def fake_batch(config, vocab_size):
