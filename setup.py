@@ -17,6 +17,7 @@ setup(
         "ml-collections==1.1.0",
         "grain==0.2.18",
         "tensorflow-datasets==4.9.10",
+        "importlib_resources==7.1.0",  # tfds 4.9.10 imports it but declares it for Python < 3.9
         "tensorflow-cpu==2.21.0",
         "tensorboard==2.21.0",
         "clu==0.0.12",

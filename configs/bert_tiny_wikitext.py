@@ -23,6 +23,13 @@ def get_config(arg=None):
     config.data = ml_collections.ConfigDict()
     config.data.paths = ("wikitext2_valid", "wikitext2_test")  # embedded names or local files
     config.data.format = "auto"  # wikitext (` = Title = ` articles), blank_lines, or auto
+    # A TFDS text dataset instead of `paths` (one document per example, never downloaded here):
+    # "" reads `paths`; "local_text_corpus/wikitext2" gives the same documents through TFDS (built
+    # offline on first use); public ones ("wikipedia/20230601.en", "lm1b") need `tfds build` first.
+    config.data.tfds_name = ""
+    config.data.tfds_split = "train"  # split of tfds_name to read
+    config.data.tfds_text_key = "text"  # feature holding each example's text
+    config.data.tfds_data_dir = ""  # where TFDS datasets are prepared; "" = ~/tensorflow_datasets
     config.data.num_eval_documents = 12  # the last articles, held out for eval
     config.data.eval_seed = 12345  # fixes the eval instances and their masks
     # A BERT vocab.txt (embedded name or path): the shipped 8k WordPiece vocabulary was trained on

@@ -24,6 +24,11 @@ def tiny_config(**overrides):
     config.model.num_heads = 2
     config.seq_len = 16
     config.batch_size = 8
+    return override(config, **overrides)
+
+
+def override(config, **overrides):
+    """Sets dotted keys (`model.mlp_dim`) as `--config.KEY=VALUE` would; returns the config."""
     for key, value in overrides.items():
         parent = config
         *path, leaf = key.split(".")

@@ -11,6 +11,7 @@ from configs import bert_tiny_wikitext, sst2_finetune
 from lmjax.data import pipeline
 from lmjax.tasks import classify, mlm_nsp
 from lmjax.train import checkpoint, loop, metrics, parallel
+from tests.conftest import override
 
 
 def _bert_config(**overrides):
@@ -19,13 +20,7 @@ def _bert_config(**overrides):
     config.model.emb_dim = 32
     config.model.mlp_dim = 64
     config.log_every_steps = 1
-    for k, v in overrides.items():
-        node = config
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
-    return config
+    return override(config, **overrides)
 
 
 def _losses(workdir, key="train/loss"):

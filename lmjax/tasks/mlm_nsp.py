@@ -33,7 +33,17 @@ MODEL_KEYS = (
 
 
 def read_corpus_documents(config):
-    """Documents (lists of sentences) of every file in `data.paths`, in order."""
+    """Documents (lists of sentences) of TFDS dataset `data.tfds_name` when it is set (one per
+    example, in stored order; `lmjax.data.tfds_text`), else of every file in `data.paths`."""
+    if config.data.get("tfds_name"):
+        from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
+
+        return tfds_text.read_tfds_documents(
+            config.data.tfds_name,
+            split=config.data.get("tfds_split", "train"),
+            text_key=config.data.get("tfds_text_key", "text"),
+            data_dir=config.data.get("tfds_data_dir", ""),
+        )
     documents = []
     for path in config.data.paths:
         documents.extend(text.read_documents(corpora.read_text(path), fmt=config.data.format))

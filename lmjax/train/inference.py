@@ -9,6 +9,8 @@ from lmjax.train import checkpoint, loop
 def load_model(workdir, step=None):
     """Returns (model, params, tokenizer) from WORKDIR's config, tokenizer and checkpoint."""
     config = loop.load_config(workdir)
+    if config.task != "clm":
+        raise ValueError(f"{workdir} trained task {config.task!r}; sampling needs a causal LM")
     tokenizer = tokenizers.load_tokenizer(workdir)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
     task, mesh, rules = loop.setup(config, devices=jax.devices()[:1])

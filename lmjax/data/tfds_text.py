@@ -1,0 +1,162 @@
+"""Text documents through TensorFlow Datasets: a builder for local text corpora and any TFDS text
+dataset by name, read without network.
+
+- `LocalTextCorpus` (`local_text_corpus/wikitext2`, the default config): one example per
+  document of local files (default: the embedded WikiText-2 valid + test articles), its
+  sentences joined by "\\n", in file order (`disable_shuffling`, zero-padded keys). It needs no
+  network, so `read_tfds_documents` prepares it when asked for by name.
+- `read_tfds_documents(name, ...)`: every example of a prepared TFDS dataset as a document; its
+  text is split into lines, then each line into sentences (`lmjax.data.text.split_sentences`).
+  A public dataset (`wikipedia/20230601.en`, `lm1b`, ...) must already be prepared in
+  `data_dir` (`tfds build NAME --data_dir=DIR`, with network); nothing is downloaded here.
+"""
+
+import dataclasses
+import os
+
+import tensorflow_datasets as tfds
+
+from lmjax.data import corpora, text
+
+FORMATS = ("wikitext", "blank_lines", "auto")
+
+
+@dataclasses.dataclass(eq=False)
+class LocalTextCorpusConfig(tfds.core.BuilderConfig):
+    """Local files (embedded names or paths), read in order, and their document format."""
+
+    paths: tuple[str, ...] = ()
+    format: str = "auto"  # see lmjax.data.text.read_documents
+
+
+WIKITEXT2 = LocalTextCorpusConfig(
+    name="wikitext2",
+    description="The embedded WikiText-2 valid + test articles (lmjax/data/assets/wikitext-2).",
+    paths=("wikitext2_valid", "wikitext2_test"),
+    format="wikitext",
+)
+
+
+class LocalTextCorpus(tfds.core.GeneratorBasedBuilder):
+    """Documents of local text files, one example each, in file order."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "One example per document, sentences joined by newlines."}
+    BUILDER_CONFIGS = [WIKITEXT2]
+    DEFAULT_CONFIG_NAME = "wikitext2"
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            description=__doc__,
+            features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+            disable_shuffling=True,  # the task holds out the last documents: keep file order
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # local files only
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        config = self.builder_config
+        if config.format not in FORMATS:
+            raise ValueError(f"unknown document format {config.format!r}: use one of {FORMATS}")
+        index = 0
+        for path in config.paths:
+            for document in text.read_documents(corpora.read_text(path), fmt=config.format):
+                yield f"{index:09d}", {"text": "\n".join(document)}
+                index += 1
+
+
+def _data_dir(data_dir):
+    return os.path.expanduser(data_dir or os.path.join("~", "tensorflow_datasets"))
+
+
+def local_builder(config=None, data_dir="", file_format="array_record"):
+    """A `LocalTextCorpus` for `config` (a `LocalTextCorpusConfig` or a config name; default
+    wikitext2) in `data_dir` ("" = ~/tensorflow_datasets), prepared if it is not yet. A prepared
+    config is reused as it is: after changing its files, delete its directory or rename it."""
+    builder = LocalTextCorpus(config=config or WIKITEXT2, data_dir=_data_dir(data_dir))
+    if not builder.is_prepared():
+        builder.download_and_prepare(
+            file_format=file_format,
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
+    return builder
+
+
+def _is_local(name):
+    return name.split("/")[0] == LocalTextCorpus.name
+
+
+def tfds_builder(name, data_dir=""):
+    """The prepared builder of TFDS dataset `name` (`dataset[/config][:version]`) in `data_dir`.
+    Our local corpus builder is prepared on the spot; any other dataset that is not prepared raises
+    FileNotFoundError saying how to prepare it (nothing is downloaded)."""
+    data_dir = _data_dir(data_dir)
+    if _is_local(name):
+        config = name.split("/")[1].split(":")[0] if "/" in name else None
+        return local_builder(config, data_dir)
+    how = (
+        f"prepare it first with `tfds build {name} --data_dir={data_dir}` (needs network; "
+        f"some datasets, e.g. wikipedia, also need apache_beam), or set data.tfds_data_dir to "
+        f"where it is prepared"
+    )
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    except Exception as e:  # unknown name, or a builder whose code does not import
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # not TFDS's name list
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not available in data_dir {data_dir!r} ({reason}); {how}"
+        ) from e
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in data_dir {data_dir!r} "
+            f"(nothing found at {builder.data_dir}); {how}"
+        )
+    return builder
+
+
+def _examples(builder, split):
+    """Examples of `split` in stored order, as numpy (bytes for text)."""
+    if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+        source = builder.as_data_source(split=split)
+        return (source[i] for i in range(len(source)))
+    return tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
+
+
+def read_tfds_documents(name, split="train", text_key="text", data_dir="", tokenized=False):
+    """Documents (lists of sentences) of TFDS dataset `name`, one per example, in stored order.
+
+    Each example's `text_key` is split into lines and each line into sentences (`tokenized`:
+    WikiText-style " . " tokens); a `LocalTextCorpus` stores one sentence per line, so its lines
+    are kept as they are. Examples without a sentence are dropped. `name` may also be
+    a prepared builder (e.g. `local_builder(LocalTextCorpusConfig(...))`)."""
+    if isinstance(name, tfds.core.DatasetBuilder):
+        builder, name = name, name.info.full_name
+    else:
+        builder = tfds_builder(name, data_dir)
+    features = builder.info.features
+    if text_key not in features:
+        raise KeyError(
+            f"TFDS dataset {name!r} has no feature {text_key!r} (set data.tfds_text_key to one "
+            f"of {sorted(features.keys())})"
+        )
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"TFDS dataset {name!r} has no split {split!r} (set data.tfds_split to one of "
+            f"{sorted(builder.info.splits.keys())})"
+        )
+    split_lines = not isinstance(builder, LocalTextCorpus)
+    documents = []
+    for example in _examples(builder, split):
+        value = example[text_key]
+        value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        sentences = []
+        for line in value.splitlines():
+            if split_lines:
+                sentences.extend(text.split_sentences(line, tokenized=tokenized))
+            elif line.strip():
+                sentences.append(line)
+        if sentences:
+            documents.append(sentences)
+    return documents
