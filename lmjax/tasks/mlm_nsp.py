@@ -65,7 +65,7 @@ def make_tokenizer(config, texts, workdir=None):
     )
 
 
-def _masking_kwargs(config, tokenizer):
+def _masking_kwargs(config):
     return dict(
         masked_lm_prob=config.data.masked_lm_prob,
         max_predictions_per_seq=config.data.max_predictions_per_seq,
@@ -92,7 +92,7 @@ def make_data(config, workdir=None):
     common = dict(
         max_seq_length=config.seq_len,
         short_seq_prob=config.data.short_seq_prob,
-        **_masking_kwargs(config, tokenizer),
+        **_masking_kwargs(config),
     )
     dynamic = config.data.dynamic_masking
     train = pretraining.create_pretraining_data(
@@ -113,7 +113,7 @@ def make_data(config, workdir=None):
             mask_id=tokenizer.mask_id,
             vocab_size=tokenizer.vocab_size,
             exclude_ids=tokenizer.special_ids,
-            **_masking_kwargs(config, tokenizer),
+            **_masking_kwargs(config),
         )
         batch_fn = lambda batch, rng: _model_arrays(mask(batch, rng))  # noqa: E731
     else:
