@@ -171,3 +171,21 @@ def test_init_from_with_other_shapes_names_the_parameter(tmp_path):
         ValueError, match=r"mlp/fc/bias has shape \(64,\) in the checkpoint and \(48,\)"
     ):
         loop.train_and_evaluate(config, str(tmp_path / "other"))
+
+
+def test_static_whole_word_masking_trains(tmp_path):
+    """dynamic_masking=False: each of the dupe_factor copies is masked once at creation."""
+    config = _bert_config(
+        **{"data.dynamic_masking": False, "data.whole_word_masking": True, "data.dupe_factor": 2}
+    )
+    data = mlm_nsp.make_data(config)
+    assert data.batch_fn is None
+    rows = [data.train_ds[i] for i in range(20)]
+    assert set(rows[0]) == set(mlm_nsp.MODEL_KEYS)
+    masked = np.concatenate(
+        [r["input_ids"][r["masked_lm_positions"][r["masked_lm_weights"] > 0]] for r in rows]
+    )
+    assert len(masked) >= 20 and 0.5 < (masked == data.tokenizer.mask_id).mean() < 1.0
+    config.num_train_steps = 2
+    final = loop.train_and_evaluate(config, str(tmp_path / "static"))
+    assert np.isfinite(final["eval/mlm_loss"])
