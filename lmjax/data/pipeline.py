@@ -34,6 +34,12 @@ def lm_windows(tokens, seq_len, stride=1):
     return grain.MapDataset.range((len(tokens) - seq_len - 1) // stride + 1).map(window)
 
 
+def rows(arrays):
+    """MapDataset whose element i is {key: arrays[key][i]} (arrays of equal length)."""
+    n = len(next(iter(arrays.values())))
+    return grain.MapDataset.range(n).map(lambda i: {k: v[i] for k, v in arrays.items()})
+
+
 def train_iterator(ds, batch_size, seed, batch_fn=None):
     """Shuffled (reshuffled every epoch), repeated, batched iterator over this process's share.
 

@@ -56,11 +56,16 @@ class TransformerConfig:
             raise ValueError(f"activation {self.activation!r} unknown; known: {list(ACTIVATIONS)}")
 
     @classmethod
-    def from_config_dict(cls, model_config, vocab_size: int, max_len: int):
-        kwargs = dict(model_config)
+    def kwargs_from(cls, model_config):
+        """The fields of a `config.model` dict that this dataclass has, dtype name resolved."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in dict(model_config).items() if k in names}
         kwargs["dtype"] = DTYPES[kwargs.get("dtype", "float32")]
-        kwargs = {k: v for k, v in kwargs.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        return cls(vocab_size=vocab_size, max_len=max_len, **kwargs)
+        return kwargs
+
+    @classmethod
+    def from_config_dict(cls, model_config, vocab_size: int, max_len: int):
+        return cls(vocab_size=vocab_size, max_len=max_len, **cls.kwargs_from(model_config))
 
 
 def _dense_init(cfg, scale=1.0):

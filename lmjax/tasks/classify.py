@@ -4,10 +4,8 @@ With `config.init_from=PRETRAIN_WORKDIR` the encoder's architecture, vocabulary 
 (embeddings, blocks, pooler) come from that workdir; the classifier is initialised afresh.
 """
 
-import dataclasses
 import os
 
-import grain
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -16,8 +14,6 @@ from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models import bert
 from lmjax.models.transformer import DTYPES, TransformerConfig
 from lmjax.train import flops
-
-MODEL_KEYS = ("input_ids", "token_type_ids", "attention_mask", "label")
 
 
 def read_labeled_tsv(path):
@@ -55,11 +51,6 @@ def encode_examples(sentences, labels, tokenizer, seq_len):
     }
 
 
-def _rows(arrays):
-    n = len(arrays["label"])
-    return grain.MapDataset.range(n).map(lambda i: {k: v[i] for k, v in arrays.items()})
-
-
 def pretrained_config(config):
     """The config.json of `config.init_from`, or None."""
     if not config.get("init_from"):
@@ -86,8 +77,8 @@ def make_data(config, workdir=None):
         )
     encode = lambda s, y: encode_examples(s, y, tokenizer, config.seq_len)  # noqa: E731
     return pipeline.TaskData(
-        train_ds=_rows(encode(train_sentences, train_labels)),
-        eval_ds=_rows(encode(eval_sentences, eval_labels)),
+        train_ds=pipeline.rows(encode(train_sentences, train_labels)),
+        eval_ds=pipeline.rows(encode(eval_sentences, eval_labels)),
         tokenizer=tokenizer,
         vocab_size=tokenizer.vocab_size,
     )
@@ -102,9 +93,8 @@ def model_config(config, vocab_size):
         raise ValueError(
             f"seq_len {config.seq_len} exceeds the {max_len} positions of {config.init_from}"
         )
-    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
-    kwargs = {k: v for k, v in model.items() if k in fields}
-    # Fine-tuning regularisation is this run's choice, not the pretraining's.
+    kwargs = TransformerConfig.kwargs_from(model)
+    # Fine-tuning regularisation and compute dtype are this run's choice, not the pretraining's.
     kwargs["dropout_rate"] = config.model.dropout_rate
     kwargs["dtype"] = DTYPES[config.model.dtype]
     return bert.bert_config(vocab_size, max_len, **kwargs)
@@ -150,11 +140,10 @@ def eval_metrics(config, model, params, batch):
     }
 
 
-def flops_per_token(config, num_params, vocab_size=None):
+def flops_per_token(config, num_params):
     """6N + attention, N without the token embedding (a lookup here, no output matmul)."""
     cfg = model_config(config, 1)
-    vocab_size = vocab_size or config.data.vocab_size
-    n = num_params - vocab_size * cfg.emb_dim
+    n = num_params - config.data.vocab_size * cfg.emb_dim
     return flops.flops_per_token(n, cfg.num_layers, cfg.emb_dim, config.seq_len)
 
 

@@ -7,18 +7,16 @@ once. The eval set (held-out documents) is built and masked from a fixed seed, s
 compare across runs and checkpoints.
 """
 
-import dataclasses
 import functools
 import os
 
-import grain
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from lmjax.data import corpora, pipeline, pretraining, text, tokenizers
 from lmjax.models import bert
-from lmjax.models.transformer import DTYPES, TransformerConfig
+from lmjax.models.transformer import TransformerConfig
 
 # Arrays the model needs; the rest (special_mask, word_start) only serve masking on the host.
 MODEL_KEYS = (
@@ -119,24 +117,16 @@ def make_data(config, workdir=None):
     else:
         train = _model_arrays(train)
     return pipeline.TaskData(
-        train_ds=_rows(train),
-        eval_ds=_rows(_model_arrays(eval_set)),
+        train_ds=pipeline.rows(train),
+        eval_ds=pipeline.rows(_model_arrays(eval_set)),
         tokenizer=tokenizer,
         vocab_size=tokenizer.vocab_size,
         batch_fn=batch_fn,
     )
 
 
-def _rows(arrays):
-    """MapDataset whose element i is {key: arrays[key][i]}."""
-    n = len(next(iter(arrays.values())))
-    return grain.MapDataset.range(n).map(lambda i: {k: v[i] for k, v in arrays.items()})
-
-
 def model_config(config, vocab_size):
-    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
-    kwargs = {k: v for k, v in config.model.items() if k in fields}
-    kwargs["dtype"] = DTYPES[kwargs.get("dtype", "float32")]
+    kwargs = TransformerConfig.kwargs_from(config.model)
     return bert.bert_config(vocab_size, config.seq_len, **kwargs)
 
 

@@ -67,7 +67,7 @@ def quiet_library_logs():
         return (
             record.levelno >= std_logging.WARNING
             or "lmjax" in record.pathname
-            or ("experiments" in record.pathname)
+            or "experiments" in record.pathname
         )
 
     logging.get_absl_handler().addFilter(keep)
