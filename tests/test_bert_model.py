@@ -76,7 +76,7 @@ def _np_softmax(x):
 
 def _np_post_ln_block(x, b, mask, eps):
     """BERT layer: x = LN(x + attn(x)); x = LN(x + mlp(x)); padded keys masked out."""
-    q, k, v = np.moveaxis(_np_dense(x, b["attn"]["qkv"]), 2, 0)  # [B, T, H, K] each
+    q, k, v = np.moveaxis(_np_dense(x, b["attn"]["qkv"]), 3, 0)  # [B, T, H, K] each
     logits = np.einsum("bthk,bshk->bhts", q, k) / np.sqrt(q.shape[-1])
     logits = np.where(mask[:, None, None, :] > 0, logits, -np.inf)
     attn = np.einsum("bhts,bshk->bthk", _np_softmax(logits), v)
@@ -238,7 +238,7 @@ def test_parameter_tree_and_logical_axes():
         "type_embed": (2, 16),
         "ln_embed": ln,
         "block_0": {
-            "attn": {"qkv": dense((16,), (3, 2, 8)), "out": dense((2, 8), (16,))},
+            "attn": {"qkv": dense((16,), (2, 3, 8)), "out": dense((2, 8), (16,))},
             "ln_attn": ln,
             "mlp": {"fc": dense((16,), (32,)), "proj": dense((32,), (16,))},
             "ln_mlp": ln,

@@ -30,8 +30,8 @@ def _np_softmax(x):
 
 
 def _np_attention(x, w_qkv, w_out, causal=True):
-    """float64 multi-head attention: x [B,T,D], w_qkv [D,3,H,K], w_out [H,K,D]."""
-    q, k, v = np.einsum("btd,dchk->cbthk", x, w_qkv)
+    """float64 multi-head attention: x [B,T,D], w_qkv [D,H,3,K], w_out [H,K,D]."""
+    q, k, v = np.einsum("btd,dhck->cbthk", x, w_qkv)
     t = x.shape[1]
     logits = np.einsum("bthk,bshk->bhts", q, k) / np.sqrt(q.shape[-1])
     if causal:

@@ -9,7 +9,7 @@ parameters keep the decoder's names at the top of the tree and the heads sit bes
     pos_embed [max_len, D]       ↔ bert.embeddings.position_embeddings
     type_embed [types, D]        ↔ bert.embeddings.token_type_embeddings
     ln_embed/{scale, bias}       ↔ bert.embeddings.LayerNorm
-    block_i/attn/qkv [D, 3, H, K] (q, k, v fused) + bias [3, H, K]
+    block_i/attn/qkv [D, H, 3, K] (q, k, v fused per head) + bias [H, 3, K]
                                  ↔ bert.encoder.layer.i.attention.self.{query, key, value}
     block_i/attn/out [H, K, D]   ↔ ...attention.output.dense
     block_i/ln_attn              ↔ ...attention.output.LayerNorm

@@ -152,11 +152,13 @@ class MultiHeadAttention(nn.Module):
     def __call__(self, x_BxTxD, mask_BxTxS, decode=False, cache_index=None, train=False):
         cfg = self.cfg
         head_dim = cfg.emb_dim // cfg.num_heads
-        qkv = Dense((3, cfg.num_heads, head_dim), ("embed", None, "heads", "kv"), cfg, name="qkv")(
+        # Kernel [D, H, 3, K]: heads outermost, so that with heads split over `tensor` the 2-D
+        # matmul's [D, H*3*K] view is split in contiguous blocks (no all-gather of the kernel).
+        qkv = Dense((cfg.num_heads, 3, head_dim), ("embed", "heads", None, "kv"), cfg, name="qkv")(
             x_BxTxD
         )
-        qkv = nn.with_logical_constraint(qkv, ("batch", "length", None, "heads", "kv"))
-        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        qkv = nn.with_logical_constraint(qkv, ("batch", "length", "heads", None, "kv"))
+        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
 
         if decode:
             # Write this call's keys/values at `cache_index` and attend over the whole cache;

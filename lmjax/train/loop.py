@@ -28,6 +28,7 @@ def setup(config, devices=None):
     mesh = parallel.make_mesh(config.mesh, devices)
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
     parallel.check_batch_size(config.batch_size, mesh, rules)
+    parallel.check_model_fits_mesh(config.model, mesh, rules)
     return task, mesh, rules
 
 

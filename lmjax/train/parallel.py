@@ -9,6 +9,7 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -56,9 +57,53 @@ def batch_sharding(mesh, rules):
 
 
 def state_shardings(abstract_state, mesh, rules):
-    """NamedShardings for a boxed abstract state: logical names → mesh axes, else replicated."""
+    """NamedShardings for a boxed abstract state: logical names → mesh axes, else replicated.
+
+    A dimension that its mesh axes do not divide (a 65-character vocabulary over tensor=4) is
+    replicated instead, with a warning naming it; heads and MLP width are checked at start-up.
+    """
     logical_specs = nn.get_partition_spec(abstract_state)
-    return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+    shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+    replicated_dims = []
+
+    def fit(path, leaf, sharding):
+        shape = getattr(leaf, "value", leaf).shape
+        spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+        for i, (size, axes) in enumerate(zip(shape, spec, strict=True)):
+            if size % _axes_size(mesh, axes):
+                replicated_dims.append(
+                    f"{jax.tree_util.keystr(path, simple=True, separator='/')}"
+                    f" dim {i} ({size} over {axes})"
+                )
+                spec[i] = None
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    is_box = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
+    shardings = jax.tree_util.tree_map_with_path(fit, abstract_state, shardings, is_leaf=is_box)
+    if replicated_dims:
+        logging.warning(
+            "replicated where the mesh does not divide the dimension: %s",
+            "; ".join(replicated_dims),
+        )
+    return shardings
+
+
+def _axes_size(mesh, axes):
+    if axes is None:
+        return 1
+    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
+
+
+def check_model_fits_mesh(model_config, mesh, rules):
+    """Start-up check: tensor parallelism splits whole attention heads and MLP columns."""
+    for name, logical in (("num_heads", "heads"), ("mlp_dim", "mlp")):
+        n = _axes_size(mesh, nn.logical_to_mesh_axes((logical,), rules)[0])
+        if model_config[name] % n:
+            raise ValueError(
+                f"model.{name}={model_config[name]} does not divide over the {n} devices that "
+                f"'{logical}' is sharded on (mesh {dict(mesh.shape)}); choose a mesh.tensor "
+                f"that divides {model_config[name]}"
+            )
 
 
 def replicated(mesh):
