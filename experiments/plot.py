@@ -1,21 +1,34 @@
-"""Plot a run's learning curves (losses and eval accuracies) from its metrics.jsonl.
+"""Plot learning curves from metrics.jsonl: of one run, or of every run under a directory
+(a sweep's or any other), with the metric-vs-parameter and per-setting summary figures.
 
 python experiments/plot.py --workdir=/tmp/bert_tiny [--out=curves.png]
+python experiments/plot.py --workdir=/tmp/sweep   # curves.png, vs_<axis>.png, results.png
 """
+
+import os
 
 from absl import app, flags
 
-from lmjax import plots
+from lmjax import plots, results
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
-_OUT = flags.DEFINE_string("out", None, "PNG path (default: WORKDIR/curves.png).")
-_TITLE = flags.DEFINE_string("title", None, "Figure title (default: the workdir's name).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir, or a directory of them.")
+_OUT = flags.DEFINE_string("out", None, "PNG path for a single run (default: WORKDIR/curves.png).")
+_TITLE = flags.DEFINE_string("title", None, "Figure title of a single run (default: its name).")
+_TABLES = flags.DEFINE_boolean(
+    "tables", True, "For a directory of runs, also write results.csv/md."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
-    print(plots.plot_run(_WORKDIR.value, _OUT.value, _TITLE.value))
+    if _OUT.value or _TITLE.value:
+        print(plots.plot_run(_WORKDIR.value, _OUT.value, _TITLE.value))
+        return
+    paths = plots.plot_workdir(_WORKDIR.value)
+    if _TABLES.value and not os.path.exists(os.path.join(_WORKDIR.value, "metrics.jsonl")):
+        paths += results.write_tables(_WORKDIR.value)
+    print("\n".join(paths))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,265 @@
+"""Collation: the runs under a directory as tables, `results.csv` and `results.md`.
+
+One row per run: its overrides, its status, the final and best value of every `eval/*` metric
+(`eval/loss`, `eval/loss:best`; best is the lowest for losses, the highest otherwise), its wall
+time and median tokens/s. A sweep's runs name their overrides in `point.json`; other runs are
+told apart by the config keys whose values differ. A second-stage (fine-tuning) run shares the
+row of the point it started from, its columns prefixed `finetune/`. Rows that differ only in
+`seed` are then averaged: mean ± std (sample std) over seeds, as a second table.
+"""
+
+import csv
+import json
+import math
+import os
+import statistics
+
+from lmjax import sweep
+
+SKIP_DIRS = {"checkpoints", "tensorboard"}
+
+
+def find_runs(root):
+    """Run directories under `root` (those with a metrics.jsonl or a point.json), sorted."""
+    runs = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS)
+        if "metrics.jsonl" in files or sweep.POINT_RECORD in files:
+            runs.append(directory)
+    return runs
+
+
+def better(key):
+    """`min` for losses (and perplexities, errors), `max` for accuracies and the rest."""
+    return min if any(w in key for w in ("loss", "perplexity", "error")) else max
+
+
+def summarize(run_dir):
+    """Status, last step, final and best eval metrics, wall time and tokens/s of one run."""
+    records = []
+    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+        from lmjax.train.metrics import read_metrics
+
+        records = read_metrics(run_dir)
+    final, best = {}, {}
+    for r in records:
+        for key, value in r.items():
+            if key.startswith("eval/") and math.isfinite(value):
+                final[key] = value
+                best[key] = better(key)(best.get(key, value), value)
+    config = sweep.read_json(os.path.join(run_dir, "config.json")) or {}
+    point = sweep.read_json(os.path.join(run_dir, sweep.POINT_RECORD)) or {}
+    total = config.get("num_train_steps")
+    if total is not None and sweep.is_finished(run_dir, total):
+        status = "done"
+    else:
+        status = point.get("status", "incomplete") if records else "not started"
+        status = "incomplete" if status in ("done", "running") else status
+    out = {"status": status, "step": max((r["step"] for r in records), default=0)}
+    for key in sorted(final):
+        out[key] = final[key]
+        out[f"{key}:best"] = best[key]
+    out["wall_time_s"] = point.get("wall_time_s")
+    speeds = [r["train/tokens_per_sec"] for r in records if "train/tokens_per_sec" in r]
+    out["tokens_per_sec"] = round(statistics.median(speeds)) if speeds else None
+    return out
+
+
+class Table:
+    """Rows (dicts) plus which columns are overrides, references and metrics."""
+
+    def __init__(self, rows, overrides, references, metrics):
+        self.rows, self.overrides, self.references, self.metrics = (
+            rows,
+            overrides,
+            references,
+            metrics,
+        )
+
+    @property
+    def columns(self):
+        cols = []
+        for row in self.rows:
+            cols += [k for k in row if k not in cols]
+        return cols
+
+    @property
+    def group_columns(self):
+        """The overrides that define a setting: all but seeds and references to other runs."""
+        return [
+            c for c in self.overrides
+            if c not in self.references and c.rsplit("/", 1)[-1] != "seed"
+        ]  # fmt: skip
+
+    def groups(self):
+        """[(group label, {column: value}, rows)], in order of first appearance."""
+        groups = {}
+        for row in self.rows:
+            key = tuple(_text(row.get(c)) for c in self.group_columns)
+            groups.setdefault(key, []).append(row)
+        out = []
+        for key, rows in groups.items():
+            values = dict(zip(self.group_columns, key, strict=True))
+            orphan = "run" not in rows[0]  # a second-stage run started from no first-stage point
+            out.append(
+                ("(no first-stage run)" if orphan and not any(key) else label(values), values, rows)
+            )
+        return out
+
+
+def label(values):
+    """`num_layers=2, dropout_rate=0.1` from {column: value} (empty values left out)."""
+    parts = [f"{c.rsplit('.', 1)[-1]}={v}" for c, v in values.items() if v != ""]
+    return ", ".join(parts) or "(defaults)"
+
+
+def _text(value):
+    return "" if value is None else str(value)
+
+
+def collate(root):
+    """The runs under `root` as a Table."""
+    runs = []
+    for run_dir in find_runs(root):
+        point = sweep.read_json(os.path.join(run_dir, sweep.POINT_RECORD))
+        runs.append(
+            {
+                "dir": run_dir,
+                "rel": os.path.relpath(run_dir, root),
+                "point": point,
+                "stage": (point or {}).get("stage", ""),
+                "summary": summarize(run_dir),
+            }
+        )
+    _add_config_diffs([r for r in runs if r["point"] is None])
+    first = [r for r in runs if not r["stage"]]
+    second = [r for r in runs if r["stage"]]
+    children = {}
+    for r in second:
+        children.setdefault((r["point"] or {}).get("parent"), []).append(r)
+    rows, overrides, references, metrics = [], [], [], []
+
+    def add(run, prefix, row):
+        row[f"{prefix}run"] = run["rel"]
+        point_overrides = run["point"]["overrides"] if run["point"] else run["diffs"]
+        for key, value in point_overrides.items():
+            _append(overrides, prefix + key)
+            row[prefix + key] = value
+        for key in (run["point"] or {}).get("references", []):
+            _append(references, prefix + key)
+        for key, value in run["summary"].items():
+            if key not in ("status", "step"):
+                _append(metrics, prefix + key)
+            row[prefix + key] = value
+
+    for run in first:
+        kids = children.pop(run["point"]["name"], []) if run["point"] else []
+        for kid in kids or [None]:
+            row = {}
+            add(run, "", row)
+            if kid:
+                add(kid, f"{kid['stage']}/", row)
+            rows.append(row)
+    for kid in (k for kids in children.values() for k in kids):  # no first-stage run (scratch)
+        row = {}
+        add(kid, f"{kid['stage']}/", row)
+        rows.append(row)
+    return Table(rows, overrides, references, metrics)
+
+
+def _append(columns, key):
+    if key not in columns:
+        columns.append(key)
+
+
+def _add_config_diffs(runs):
+    """Runs without a point record: their overrides are the config keys whose values differ."""
+    flat = []
+    for r in runs:
+        config = sweep.read_json(os.path.join(r["dir"], "config.json")) or {}
+        flat.append({k: json.dumps(v) for k, v in sweep.flatten(config).items()})
+    keys = [k for k in (flat[0] if flat else {}) if len({f.get(k) for f in flat}) > 1]
+    for r, f in zip(runs, flat, strict=True):
+        r["diffs"] = {k: json.loads(f[k]) if k in f else None for k in keys}
+
+
+#### Writing
+
+
+def write_tables(root):
+    """Writes ROOT/results.csv and ROOT/results.md; returns their paths."""
+    table = collate(root)
+    csv_path = os.path.join(root, "results.csv")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=table.columns)
+        writer.writeheader()
+        for row in table.rows:
+            writer.writerow({k: _text(v) for k, v in row.items()})
+    md_path = os.path.join(root, "results.md")
+    with open(md_path, "w") as f:
+        f.write(markdown(table, root))
+    return [csv_path, md_path]
+
+
+def markdown(table, root):
+    record = sweep.read_json(os.path.join(root, sweep.SWEEP_RECORD))
+    lines = [f"# Results: {os.path.basename(os.path.normpath(root))}", ""]
+    if record:
+        command = f"python experiments/sweep.py --config={record['config']} "
+        command += f"--sweep={record['sweep']} --workdir={root}"
+        lines += [f"Regenerate (finished points are skipped): `{command}`", ""]
+    rows = [
+        {k: fmt(v) if k in table.metrics else _text(v) for k, v in r.items()} for r in table.rows
+    ]
+    lines += ["## Runs", "", *_md_table(table.columns, rows), ""]
+    groups = table.groups()
+    if any(len(rows) > 1 for _, _, rows in groups):
+        cols = [*table.group_columns, "seeds"] + [
+            m for m in table.metrics if any(isinstance(r.get(m), int | float) for r in table.rows)
+        ]
+        md_rows = []
+        for _, values, rows in groups:
+            seeds = [_text(r.get("seed", r.get("finetune/seed"))) for r in rows]
+            md_row = {**values, "seeds": f"{len(rows)} ({', '.join(seeds)})"}
+            for m in cols[len(values) + 1 :]:
+                md_row[m] = format_mean_std([r.get(m) for r in rows])
+            md_rows.append(md_row)
+        lines += ["## Mean ± std over seeds", "", *_md_table(cols, md_rows), ""]
+    return "\n".join(lines)
+
+
+def mean_std(values):
+    """(mean, sample std, n) of the numbers among `values` (std 0 for one value)."""
+    xs = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not xs:
+        return None, None, 0
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs)
+
+
+def format_mean_std(values):
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return ""
+    if n == 1:
+        return fmt(mean)
+    decimals = 3 if abs(mean) < 10 else (1 if abs(mean) < 1000 else 0)
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def fmt(value):
+    """Metrics for reading: 4 decimals below 10, one below 1000, thousands separators above."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _text(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _md_table(columns, rows):
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for row in rows:
+        cells = [str(row.get(c, "")).replace("|", "\\|") for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines

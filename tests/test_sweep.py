@@ -1,0 +1,208 @@
+"""Sweeps: spec helpers, validation before any run, run/skip/resume, collation and plots."""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lmjax import sweep
+from tests.conftest import CONFIGS, REPO, run_script, script_env
+
+GPT_TEST = f"{os.path.join(CONFIGS, 'gpt_shakespeare_char.py')}:test"
+TINY = {  # conftest.tiny_config's model, as overrides
+    "model.num_layers": 1,
+    "model.emb_dim": 32,
+    "model.mlp_dim": 64,
+    "model.num_heads": 2,
+    "seq_len": 16,
+    "batch_size": 8,
+}
+
+
+def _write_sweep(tmp_path, body, name="sweep_spec.py"):
+    path = tmp_path / name
+    path.write_text(f"from lmjax.sweep import product, zip_axes\n\nBASE = {TINY!r}\n\n{body}\n")
+    return str(path)
+
+
+def _sweep(*args, check=True):
+    return run_script("sweep.py", f"--config={GPT_TEST}", *args, check=check)
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_product_and_zip_axes():
+    assert sweep.product(("seed", [0, 1]), ("learning_rate", [1e-3, 3e-4])) == [
+        {"seed": 0, "learning_rate": 1e-3},
+        {"seed": 0, "learning_rate": 3e-4},
+        {"seed": 1, "learning_rate": 1e-3},
+        {"seed": 1, "learning_rate": 3e-4},
+    ]
+    arms = sweep.zip_axes(("use_nsp", [True, False]), ("data.dynamic_masking", [False, True]))
+    assert arms == [
+        {"use_nsp": True, "data.dynamic_masking": False},
+        {"use_nsp": False, "data.dynamic_masking": True},
+    ]
+    assert sweep.product(arms, ("seed", [0]), {"num_train_steps": 5})[1] == {
+        "use_nsp": False,
+        "data.dynamic_masking": True,
+        "seed": 0,
+        "num_train_steps": 5,
+    }
+    with pytest.raises(ValueError, match="different lengths"):
+        sweep.zip_axes(("a", [1, 2]), ("b", [1]))
+
+
+def test_point_names_flags_and_validation(tmp_path):
+    spec = _write_sweep(
+        tmp_path,
+        "def get_sweep():\n"
+        "    return product(('model.dropout_rate', [0.1]), ('data.path', ['/x/y.txt']),\n"
+        "                   ('learning_rate', [1e-05]), ('optimizer.b1', [1]))",
+    )
+    (point,) = sweep.plan(GPT_TEST, spec, str(tmp_path / "w"))
+    assert point.name == "dropout_rate=0.1,path=_x_y.txt,learning_rate=1e-05,b1=1"
+    assert "--config.learning_rate=1e-05" in point.argv
+    assert point.argv[-1] == "--config.optimizer.b1=1"  # an int for a float key is fine
+    config = sweep.resolve_config(GPT_TEST, point.overrides)
+    assert config.learning_rate == 1e-05 and config.optimizer.b1 == 1.0
+    bad = _write_sweep(tmp_path, "def get_sweep():\n    return [{'model.num_layers': 2.5}]", "b.py")
+    with pytest.raises(ValueError, match="model.num_layers"):
+        sweep.plan(GPT_TEST, bad, str(tmp_path / "w"))
+
+
+@pytest.mark.parametrize(
+    "spec", sorted(glob.glob(os.path.join(CONFIGS, "sweeps", "*.py"))), ids=os.path.basename
+)
+def test_shipped_sweeps_validate(spec, tmp_path):
+    points = sweep.plan(None, spec, str(tmp_path))  # their CONFIG; every key checked
+    assert points and len({p.label for p in points}) == len(points)
+
+
+def test_unknown_key_fails_before_any_run_naming_it(tmp_path):
+    spec = _write_sweep(
+        tmp_path, "def get_sweep():\n    return [{'seed': 0}, {'seed': 1, 'model.num_layer': 3}]"
+    )
+    workdir = tmp_path / "w"
+    proc = _sweep(f"--sweep={spec}", f"--workdir={workdir}", check=False)
+    assert proc.returncode != 0
+    assert "unknown config key 'model.num_layer' (did you mean 'model.num_layers'?)" in proc.stderr
+    assert not workdir.exists()
+
+
+def test_sweep_runs_collates_plots_then_reruns_nothing(tmp_path):
+    spec = _write_sweep(
+        tmp_path,
+        "def get_sweep():\n    return product(('learning_rate', [1e-3, 3e-3]), ('seed', [0, 1]))",
+    )
+    workdir = str(tmp_path / "w")
+    printed = _sweep(f"--sweep={spec}", f"--workdir={workdir}", "--print_commands").stdout
+    commands = printed.strip().split("\n")
+    assert len(commands) == 4 and not os.path.exists(workdir)
+    assert all("experiments/train.py" in c and "--config.seed=" in c for c in commands)
+
+    _sweep(f"--sweep={spec}", f"--workdir={workdir}", "--parallel=2")
+    names = ["learning_rate=0.001,seed=0", "learning_rate=0.001,seed=1",
+             "learning_rate=0.003,seed=0", "learning_rate=0.003,seed=1"]  # fmt: skip
+    for name in names:
+        assert sweep.checkpoint_steps(os.path.join(workdir, name)) == [3, 6]
+        point = sweep.read_json(os.path.join(workdir, name, sweep.POINT_RECORD))
+        assert point["status"] == "done" and point["command"] in commands
+    rows = _read_csv(os.path.join(workdir, "results.csv"))
+    assert [r["run"] for r in rows] == names
+    for row in rows:
+        assert row["status"] == "done" and row["step"] == "6"
+        for key in (
+            "eval/loss",
+            "eval/loss:best",
+            "eval/accuracy",
+            "wall_time_s",
+            "tokens_per_sec",
+        ):
+            assert float(row[key]) > 0, key
+        assert float(row["eval/loss:best"]) <= float(row["eval/loss"])
+    with open(os.path.join(workdir, "results.md")) as f:
+        md = f.read()
+    assert "## Mean ± std over seeds" in md and "| 0.003 | 2 (0, 1) |" in md
+    for png in ("curves.png", "vs_learning_rate.png", "results.png"):
+        with open(os.path.join(workdir, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
+
+    logs = {n: os.path.getmtime(os.path.join(workdir, n, "train.log")) for n in names}
+    again = _sweep(f"--sweep={spec}", f"--workdir={workdir}")
+    assert "4 points, 4 finished, 0 to run" in again.stdout
+    assert logs == {n: os.path.getmtime(os.path.join(workdir, n, "train.log")) for n in names}
+
+
+def _wait_for_checkpoint(run_dir, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        if sweep.checkpoint_steps(run_dir):
+            return
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint")
+
+
+def test_killed_point_resumes_from_its_checkpoint(tmp_path):
+    spec = _write_sweep(
+        tmp_path,
+        "BASE.update(num_train_steps=1500, checkpoint_every_steps=100, log_every_steps=10,\n"
+        "            eval_every_steps=10000)\n\n"
+        "def get_sweep():\n    return [{'seed': 0}]",
+    )
+    workdir = str(tmp_path / "w")
+    run_dir = os.path.join(workdir, "seed=0")
+    args = [sys.executable, os.path.join(REPO, "experiments", "sweep.py"), f"--config={GPT_TEST}"]
+    args += [f"--sweep={spec}", f"--workdir={workdir}"]
+    proc = subprocess.Popen(
+        args, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the kill takes train.py with it
+    )  # fmt: skip
+    _wait_for_checkpoint(run_dir, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sweep.checkpoint_steps(run_dir)
+    assert saved and saved[-1] < 1500, saved
+
+    out = run_script("sweep.py", *args[2:]).stdout
+    assert f"resuming from step {saved[-1]}" in out
+    point = sweep.read_json(os.path.join(run_dir, sweep.POINT_RECORD))
+    assert [a["resumed_from_step"] for a in point["attempts"]] == [None, saved[-1]]
+    assert point["status"] == "done" and sweep.checkpoint_steps(run_dir)[-1] == 1500
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    steps = [r["step"] for r in records if "train/loss" in r]
+    assert steps == list(range(10, 1501, 10))  # every logged step once: resumed, not restarted
+    with open(os.path.join(run_dir, "train.log")) as f:
+        assert "resumed from" in f.read()
+
+
+def test_two_stage_sweep_finetunes_from_each_point(tmp_path):
+    spec = _write_sweep(
+        tmp_path,
+        "def get_sweep():\n    return [{'seed': 0}]\n\n"
+        f"FINETUNE_CONFIG = {GPT_TEST!r}\nFINETUNE_BASE = dict(BASE, learning_rate=1e-4)\n\n"
+        "def get_finetune_sweep(points):\n"
+        "    return [{'init_from': p, 'seed': p['seed']} for p in points]",
+    )
+    workdir = str(tmp_path / "w")
+    _sweep(f"--sweep={spec}", f"--workdir={workdir}")
+    finetune_dir = os.path.join(workdir, "finetune", "seed=0")
+    with open(os.path.join(finetune_dir, "config.json")) as f:
+        assert json.load(f)["init_from"] == os.path.join(workdir, "seed=0")
+    with open(os.path.join(finetune_dir, "train.log")) as f:
+        assert "tensors loaded" in f.read()  # the loop's init_from line
+    (row,) = _read_csv(os.path.join(workdir, "results.csv"))
+    assert row["run"] == "seed=0" and row["finetune/run"] == os.path.join("finetune", "seed=0")
+    assert float(row["eval/loss"]) > 0 and float(row["finetune/eval/loss"]) > 0
+    assert os.path.exists(os.path.join(workdir, "curves_finetune.png"))
