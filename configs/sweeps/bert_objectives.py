@@ -30,7 +30,8 @@ BASE = {
 
 
 def get_sweep():
-    return product(OBJECTIVES, ("seed", SEEDS))
+    # Seed-major order (names keep the arm first): a partial sweep has every arm of seed 0 first.
+    return sorted(product(OBJECTIVES, ("seed", SEEDS)), key=lambda p: p["seed"])
 
 
 FINETUNE_CONFIG = "configs/sst2_finetune.py"
