@@ -421,7 +421,13 @@ def run(config_arg, sweep_path, workdir, parallel=1, print_commands=False, stage
     previous = signal.signal(signal.SIGTERM, runner.stop) if in_main_thread else None
     try:
         with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-            list(pool.map(run_chain, chains.values()))
+            futures = [pool.submit(run_chain, chain) for chain in chains.values()]
+            # Wait in short slices: a signal may land on a worker thread, and Python runs the
+            # SIGTERM handler only when the main thread executes.
+            while concurrent.futures.wait(futures, timeout=0.5).not_done:
+                pass
+            for future in futures:
+                future.result()
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
