@@ -100,10 +100,11 @@ def plot_curves(table, prefix, path):
     runs = {}  # run dir -> setting label
     for row in table.rows:
         if row.get(f"{prefix}run"):
-            values = {c: results._text(row.get(c)) for c in setting}
+            values = {c: row.get(c) for c in setting}
             runs.setdefault(row[f"{prefix}run"], results.label(values))
     root = os.path.dirname(path)
-    records = {run: read_metrics(os.path.join(root, run)) for run in runs}
+    started = [run for run in runs if os.path.exists(os.path.join(root, run, "metrics.jsonl"))]
+    records = {run: read_metrics(os.path.join(root, run)) for run in started}
     keys = {k for rs in records.values() for r in rs for k in r}
     panels = [k for k in ("train/loss", "eval/loss") if k in keys]
     panels += sorted(k for k in keys if k.startswith("eval/") and k.endswith("accuracy"))
@@ -114,7 +115,7 @@ def plot_curves(table, prefix, path):
     for ax, key in zip(axes.flat, panels, strict=False):
         labelled = set()
         for run, setting in runs.items():
-            points = [(r["step"], r[key]) for r in records[run] if key in r]
+            points = [(r["step"], r[key]) for r in records.get(run, []) if key in r]
             if not points:
                 continue
             colour = colours.setdefault(setting, f"C{len(colours) % 10}")
@@ -169,7 +170,7 @@ def plot_metrics_vs_axes(table, metrics, root):
         for row in table.rows:
             if row.get(axis) is None:
                 continue
-            setting = results.label({c: results._text(row.get(c)) for c in others})
+            setting = results.label({c: row.get(c) for c in others})
             x = row[axis] if numeric else categories.index(results._text(row[axis]))
             series.setdefault(setting, {}).setdefault(x, []).append(row)
         cols = min(len(metrics), 3)

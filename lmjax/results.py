@@ -92,25 +92,34 @@ class Table:
         ]  # fmt: skip
 
     def groups(self):
-        """[(group label, {column: value}, rows)], in order of first appearance."""
+        """[(label, {column: value or None when unset}, rows)], in order of first appearance."""
         groups = {}
         for row in self.rows:
-            key = tuple(_text(row.get(c)) for c in self.group_columns)
+            key = tuple(_value(row.get(c)) for c in self.group_columns)
             groups.setdefault(key, []).append(row)
         out = []
         for key, rows in groups.items():
             values = dict(zip(self.group_columns, key, strict=True))
             orphan = "run" not in rows[0]  # a second-stage run started from no first-stage point
+            unset = all(v is None for v in key)
             out.append(
-                ("(no first-stage run)" if orphan and not any(key) else label(values), values, rows)
+                ("(no first-stage run)" if orphan and unset else label(values), values, rows)
             )
         return out
 
 
 def label(values):
-    """`num_layers=2, dropout_rate=0.1` from {column: value} (empty values left out)."""
-    parts = [f"{c.rsplit('.', 1)[-1]}={v}" for c, v in values.items() if v != ""]
+    """`num_layers=2, dropout_rate=0.1` from {column: value}; unset (None) ones left out."""
+    parts = [f"{c.rsplit('.', 1)[-1]}={_shown(v)}" for c, v in values.items() if v is not None]
     return ", ".join(parts) or "(defaults)"
+
+
+def _value(value):
+    return None if value is None else str(value)
+
+
+def _shown(value):
+    return '""' if value == "" else _text(value)
 
 
 def _text(value):
@@ -173,14 +182,16 @@ def _append(columns, key):
 
 
 def _add_config_diffs(runs):
-    """Runs without a point record: their overrides are the config keys whose values differ."""
+    """Runs without a point record: their overrides are the config keys they all have and whose
+    values differ."""
     flat = []
     for r in runs:
         config = sweep.read_json(os.path.join(r["dir"], "config.json")) or {}
         flat.append({k: json.dumps(v) for k, v in sweep.flatten(config).items()})
-    keys = [k for k in (flat[0] if flat else {}) if len({f.get(k) for f in flat}) > 1]
+    shared = [k for k in (flat[0] if flat else {}) if all(k in f for f in flat)]
+    keys = [k for k in shared if len({f[k] for f in flat}) > 1]
     for r, f in zip(runs, flat, strict=True):
-        r["diffs"] = {k: json.loads(f[k]) if k in f else None for k in keys}
+        r["diffs"] = {k: json.loads(f[k]) for k in keys}
 
 
 #### Writing
@@ -220,7 +231,8 @@ def markdown(table, root):
         md_rows = []
         for _, values, rows in groups:
             seeds = [_text(r.get("seed", r.get("finetune/seed"))) for r in rows]
-            md_row = {**values, "seeds": f"{len(rows)} ({', '.join(seeds)})"}
+            md_row = {c: _shown(v) for c, v in values.items()}
+            md_row["seeds"] = f"{len(rows)} ({', '.join(seeds)})"
             for m in cols[len(values) + 1 :]:
                 md_row[m] = format_mean_std([r.get(m) for r in rows])
             md_rows.append(md_row)
