@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, "experiments", "train.py")
@@ -161,7 +162,9 @@ def resolve_config(config_arg, overrides):
     argv += [config_flag(k, v) for k, v in overrides.items()]
     flag_values = flags.FlagValues()
     holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
-    flag_values(argv)
+    with warnings.catch_warnings():  # ml_collections loads the file with load_module()
+        warnings.simplefilter("ignore", DeprecationWarning)
+        flag_values(argv)
     return holder.value
 
 
