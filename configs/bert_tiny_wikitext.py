@@ -70,6 +70,7 @@ def get_config(arg=None):
     config.model.attention_dropout_rate = 0.1  # on attention probabilities
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     config.model.remat = False
+    config.model.remat_policy = "nothing_saveable"
 
     config.log_every_steps = 100
     config.eval_every_steps = 500

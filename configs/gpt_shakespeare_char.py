@@ -50,6 +50,7 @@ def get_config(arg=None):
     config.model.use_bias = False  # nanoGPT's shakespeare_char run trains without biases
     config.model.attention_impl = "xla"  # xla (explicit einsums) or cudnn (fused, GPU)
     config.model.remat = False  # recompute block activations in the backward pass
+    config.model.remat_policy = "nothing_saveable"  # with remat: a jax.checkpoint_policies name
 
     config.log_every_steps = 100
     config.eval_every_steps = 250  # nanoGPT's eval_interval

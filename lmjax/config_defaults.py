@@ -8,6 +8,8 @@ def add_parallelism(config):
     logical axis names to mesh axes: data parallelism by default, FSDP over `fsdp`, Megatron-style
     tensor parallelism over `tensor`."""
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    config.use_pmap = False  # jax.pmap data parallelism (replicated state) instead of the mesh
+    config.grad_accum_steps = 1  # split each batch into this many micro-batches (same update)
     config.logical_axis_rules = (
         ("batch", ("data", "fsdp")),
         ("embed", "fsdp"),

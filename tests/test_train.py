@@ -31,14 +31,12 @@ def test_overfits_one_batch():
     with jax.set_mesh(mesh):
         model = task.make_model(config, 65)
         tx, _, shardings, init = loop.build_state(config, task, model, mesh, rules)
-        train_step, _, batch_sharding = loop.compile_steps(
-            config, task, model, tx, shardings, mesh, rules
-        )
-        batch = parallel.to_global_batch(task.fake_batch(config, 65), batch_sharding)
+        steps = loop.compile_steps(config, task, model, tx, shardings, mesh, rules)
+        batch = task.fake_batch(config, 65)
         state = init(jax.random.PRNGKey(0))
         losses = []
         for _ in range(config.num_train_steps):
-            state, m = train_step(state, batch)
+            state, m = steps.train(state, batch)
             losses.append(float(m["loss"]))
     assert losses[0] > 3.5  # ~log(65) at init
     assert losses[-1] < 0.1, losses[-10:]

@@ -48,12 +48,18 @@ class TransformerConfig:
     scale_residual_init: bool = True  # GPT-2: residual projections' init std / sqrt(2 * layers)
     attention_impl: str = "xla"  # "xla": explicit einsums (fastest on CPU); "cudnn": fused kernel
     remat: bool = False  # recompute each block's activations in the backward pass
+    remat_policy: str = "nothing_saveable"  # what remat keeps: a jax.checkpoint_policies name
 
     def __post_init__(self):
         if self.norm_position not in ("pre", "post"):
             raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} unknown; known: {list(ACTIVATIONS)}")
+        if not hasattr(jax.checkpoint_policies, self.remat_policy):
+            raise ValueError(
+                f"remat_policy {self.remat_policy!r} is not in jax.checkpoint_policies (e.g. "
+                "nothing_saveable, dots_saveable, dots_with_no_batch_dims_saveable)"
+            )
 
     @classmethod
     def kwargs_from(cls, model_config):
@@ -329,7 +335,10 @@ class Transformer(nn.Module):
             x_BxTxD = layer_norm(cfg, "ln_embed")(x_BxTxD)
         x_BxTxD = nn.Dropout(cfg.dropout_rate)(x_BxTxD, deterministic=not train)
         x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "embed"))
-        block = nn.remat(Block, static_argnums=(3, 5)) if cfg.remat else Block
+        block = Block
+        if cfg.remat:  # static: decode, train
+            policy = getattr(jax.checkpoint_policies, cfg.remat_policy)
+            block = nn.remat(Block, static_argnums=(3, 5), policy=policy)
         for i in range(cfg.num_layers):
             x_BxTxD = block(cfg, name=f"block_{i}")(x_BxTxD, mask_BxTxS, decode, start, train)
         return x_BxTxD, embed.embedding

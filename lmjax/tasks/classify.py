@@ -124,9 +124,15 @@ def _losses(model, params, batch, rng=None, train=False):
     return logits_BxC, optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
 
 
-def loss_fn(config, model, params, batch, rng, train=True):
+def loss_counts(config, batch):
+    return {"examples": jnp.asarray(batch["label"].shape[0], jnp.float32)}
+
+
+def loss_fn(config, model, params, batch, rng, train=True, counts=None):
+    """Mean cross-entropy; `counts` as in `clm.loss_fn`."""
+    counts = loss_counts(config, batch) if counts is None else counts
     _, losses_B = _losses(model, params, batch, rng, train)
-    return jnp.mean(losses_B), {}
+    return jnp.sum(losses_B) / counts["examples"], {}
 
 
 def eval_metrics(config, model, params, batch):

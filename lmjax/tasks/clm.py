@@ -36,10 +36,19 @@ def _token_losses(model, params, batch, rng=None, train=False):
     return logits_BxTxV, losses_BxT
 
 
-def loss_fn(config, model, params, batch, rng, train=True):
-    """Mean next-token cross-entropy; returns (loss, extra metrics)."""
+def loss_counts(config, batch):
+    """Denominators of the loss: the number of predicted tokens."""
+    return {"tokens": jnp.asarray(batch["targets"].size, jnp.float32)}
+
+
+def loss_fn(config, model, params, batch, rng, train=True, counts=None):
+    """Mean next-token cross-entropy; returns (loss, extra metrics).
+
+    `counts` (from `loss_counts`, summed over a whole batch) normalises a part of that batch so
+    that the parts' losses and gradients add up to the whole batch's (accumulation, pmap)."""
+    counts = loss_counts(config, batch) if counts is None else counts
     _, losses_BxT = _token_losses(model, params, batch, rng, train)
-    return jnp.mean(losses_BxT), {}
+    return jnp.sum(losses_BxT) / counts["tokens"], {}
 
 
 def eval_metrics(config, model, params, batch):

@@ -159,12 +159,24 @@ def _losses(model, params, batch, rng=None, train=False):
     return out, mlm_BxP, nsp_B
 
 
-def loss_fn(config, model, params, batch, rng, train=True):
-    """MLM loss over the masked positions only (weighted), plus the NSP loss (`use_nsp`)."""
+def loss_counts(config, batch):
+    """Denominators of the two losses: masked positions and sentence pairs."""
+    return {
+        "masked": jnp.sum(batch["masked_lm_weights"]).astype(jnp.float32),
+        "pairs": jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32),
+    }
+
+
+def loss_fn(config, model, params, batch, rng, train=True, counts=None):
+    """MLM loss over the masked positions only (weighted), plus the NSP loss (`use_nsp`).
+
+    `counts` as in `clm.loss_fn`: with the whole batch's counts, the parts of a batch (gradient
+    accumulation, pmap devices) give losses and gradients that add up to the whole batch's."""
+    counts = loss_counts(config, batch) if counts is None else counts
     _, mlm_BxP, nsp_B = _losses(model, params, batch, rng, train)
     weights_BxP = batch["masked_lm_weights"]
-    mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(jnp.sum(weights_BxP), 1.0)
-    nsp_loss = jnp.mean(nsp_B)
+    mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(counts["masked"], 1.0)
+    nsp_loss = jnp.sum(nsp_B) / counts["pairs"]
     loss = mlm_loss + nsp_loss if config.use_nsp else mlm_loss
     return loss, {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss}
 

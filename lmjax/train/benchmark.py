@@ -11,7 +11,7 @@ from lmjax.train import flops, loop, parallel
 
 def run(config, steps=40, warmup=5, real_data=False):
     task, mesh, rules = loop.setup(config)
-    with jax.set_mesh(mesh):
+    with parallel.use_mesh(config, mesh, rules):
         if real_data:
             data = task.make_data(config)
             vocab_size = data.vocab_size
@@ -24,11 +24,9 @@ def run(config, steps=40, warmup=5, real_data=False):
             host_batches = [task.fake_batch(config, vocab_size)]
         model = task.make_model(config, vocab_size)
         tx, _, shardings, init_sharded = loop.build_state(config, task, model, mesh, rules)
-        train_step, _, batch_sharding = loop.compile_steps(
-            config, task, model, tx, shardings, mesh, rules
-        )
-        batches = [parallel.to_global_batch(b, batch_sharding) for b in host_batches]
-        state = init_sharded(jax.random.PRNGKey(config.seed))
+        compiled = loop.compile_steps(config, task, model, tx, shardings, mesh, rules)
+        train_step, batches = compiled.train, host_batches  # host batches: as the loop feeds them
+        state = compiled.place(init_sharded(jax.random.PRNGKey(config.seed)))
 
         start = time.perf_counter()
         state, metrics = train_step(state, batches[0])
@@ -53,7 +51,7 @@ def run(config, steps=40, warmup=5, real_data=False):
         pipelined_s = (time.perf_counter() - start) / steps
 
     step_s = min(statistics.median(times), pipelined_s)
-    num_params = flops.count_params(state["params"])
+    num_params = flops.count_params(compiled.unplace(state)["params"])
     tokens_per_step = config.batch_size * config.seq_len
     flops_per_step = task.flops_per_token(config, num_params) * tokens_per_step
     peak_per_device = flops.measure_peak_flops()

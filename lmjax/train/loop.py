@@ -11,7 +11,6 @@ import os
 import signal
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
@@ -27,7 +26,7 @@ def setup(config, devices=None):
     task = tasks.get_task(config.task)
     mesh = parallel.make_mesh(config.mesh, devices)
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
-    parallel.check_batch_size(config.batch_size, mesh, rules)
+    parallel.check_batch_size(config.batch_size, mesh, rules, config.get("grad_accum_steps", 1))
     parallel.check_model_fits_mesh(config.model, mesh, rules)
     return task, mesh, rules
 
@@ -49,6 +48,9 @@ def build_state(config, task, model, mesh, rules):
 
 
 def compile_steps(config, task, model, tx, shardings, mesh, rules):
+    """jit over the mesh (the state sharded as the rules say); or pmap if `config.use_pmap`."""
+    if config.get("use_pmap"):
+        return parallel.pmap_steps(config, task, model, tx, shardings, mesh)
     batch_sharding = parallel.batch_sharding(mesh, rules)
     train_step = jax.jit(
         step.make_train_step(config, task, model, tx),
@@ -61,7 +63,12 @@ def compile_steps(config, task, model, tx, shardings, mesh, rules):
         in_shardings=(shardings["params"], batch_sharding),
         out_shardings=parallel.replicated(mesh),
     )
-    return train_step, eval_step, batch_sharding
+    return parallel.Steps(
+        train=lambda state, b: train_step(state, parallel.to_global_batch(b, batch_sharding)),
+        eval=lambda state, b: eval_step(
+            state["params"], parallel.to_global_batch(b, batch_sharding)
+        ),
+    )
 
 
 class _Preemption:
@@ -85,20 +92,20 @@ def _save_config(config, workdir):
             f.write(config.to_json_best_effort(indent=2))
 
 
-def evaluate(eval_step, params, eval_batches, batch_sharding):
+def evaluate(steps, state, eval_batches):
     total = None
     for batch in eval_batches:
-        total = step.accumulate(
-            total, eval_step(params, parallel.to_global_batch(batch, batch_sharding))
-        )
+        total = step.accumulate(total, steps.eval(state, batch))
     return {f"eval/{k}": v for k, v in step.average(jax.device_get(total)).items()}
 
 
-def train_and_evaluate(config, workdir):
-    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns last metrics."""
+def train_and_evaluate(config, workdir, devices=None):
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns last metrics.
+
+    `devices`: the mesh's devices (default: all of them)."""
     os.makedirs(workdir, exist_ok=True)
-    task, mesh, rules = setup(config)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    task, mesh, rules = setup(config, devices)
+    with parallel.use_mesh(config, mesh, rules):
         return _train(config, workdir, task, mesh, rules)
 
 
@@ -116,9 +123,7 @@ def _train(config, workdir, task, mesh, rules):
     #### Model and state
     model = task.make_model(config, data.vocab_size)
     tx, abstract_state, shardings, init_sharded = build_state(config, task, model, mesh, rules)
-    train_step, eval_step, batch_sharding = compile_steps(
-        config, task, model, tx, shardings, mesh, rules
-    )
+    steps = compile_steps(config, task, model, tx, shardings, mesh, rules)
     manager = checkpoint.make_manager(workdir, config.checkpoint_max_to_keep)
     writer = MetricWriter(workdir)
     latest = manager.latest_step()
@@ -140,10 +145,10 @@ def _train(config, workdir, task, mesh, rules):
                 ", ".join(fresh) or "none",
             )
     first_step = int(state["step"])
-
     num_params = flops.count_params(state["params"])
+    state = steps.place(state)
     flops_per_step = task.flops_per_token(config, num_params) * config.batch_size * config.seq_len
-    peak_flops = flops.measure_peak_flops() * jax.device_count()
+    peak_flops = flops.measure_peak_flops() * mesh.devices.size
     schedule = step.learning_rate_schedule(config)
     logging.info("model: %s parameters (position embeddings excluded)", f"{num_params:,}")
 
@@ -154,8 +159,7 @@ def _train(config, workdir, task, mesh, rules):
     timer_start, timer_step = None, first_step
     try:
         for s in range(first_step + 1, config.num_train_steps + 1):
-            batch = parallel.to_global_batch(next(train_iter), batch_sharding)
-            state, metrics = train_step(state, batch)
+            state, metrics = steps.train(state, next(train_iter))
             pending.append((s, metrics))
             if timer_start is None:  # exclude compilation from throughput
                 jax.block_until_ready(metrics)
@@ -184,7 +188,7 @@ def _train(config, workdir, task, mesh, rules):
                 timer_start, timer_step = time.perf_counter(), s
 
             if s % config.eval_every_steps == 0 or is_last:
-                eval_metrics = evaluate(eval_step, state["params"], eval_batches, batch_sharding)
+                eval_metrics = evaluate(steps, state, eval_batches)
                 writer.write(s, eval_metrics)
                 last_metrics.update(eval_metrics)
                 logging.info(
@@ -197,7 +201,8 @@ def _train(config, workdir, task, mesh, rules):
             preempted = preemption.requested  # read once: SIGTERM may arrive at any moment
             if preempted or is_last or s % config.checkpoint_every_steps == 0:
                 _check_finite(jax.device_get(pending), manager)  # never save a NaN state
-                checkpoint.save(manager, s, state, train_iter.get_state(), force=True)
+                saved = steps.unplace(state)
+                checkpoint.save(manager, s, saved, train_iter.get_state(), force=True)
                 timer_start, timer_step = time.perf_counter(), s  # keep saves out of tokens/s
             if preempted:
                 logging.warning("preempted at step %d: checkpoint saved, exiting", s)

@@ -4,13 +4,19 @@ The model names its axes (`batch`, `embed`, `heads`, ...); `config.logical_axis_
 names to the mesh axes `data`, `fsdp` and `tensor`. Changing the parallelism is a config change.
 """
 
+import contextlib
+import dataclasses
+import functools
 import math
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+from lmjax.train import step
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -36,6 +42,18 @@ def make_mesh(mesh_config, devices=None):
     )
 
 
+@contextlib.contextmanager
+def use_mesh(config, mesh, rules):
+    """The context steps run in: the mesh and the logical-axis rules (which turn the model's
+    `with_logical_constraint`s into sharding constraints); none of it for the pmap path, where
+    the constraints would refer to mesh axes that pmap does not have."""
+    if config.get("use_pmap"):
+        yield
+    else:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            yield
+
+
 def data_parallel_size(mesh, rules):
     """Number of shards of the batch dimension under `rules`."""
     spec = nn.logical_to_mesh_axes(("batch",), rules)[0]
@@ -43,12 +61,18 @@ def data_parallel_size(mesh, rules):
     return math.prod(mesh.shape[a] for a in axes)
 
 
-def check_batch_size(batch_size, mesh, rules):
+def check_batch_size(batch_size, mesh, rules, grad_accum_steps=1):
     n = data_parallel_size(mesh, rules)
     if batch_size % n:
         raise ValueError(
             f"batch_size {batch_size} does not divide over the {n} data-parallel devices "
             f"(mesh {dict(mesh.shape)}); use a multiple of {n}"
+        )
+    if batch_size % (n * grad_accum_steps):
+        raise ValueError(
+            f"batch_size {batch_size} does not split into grad_accum_steps={grad_accum_steps} "
+            f"micro-batches over {n} data-parallel devices; use a multiple of "
+            f"{n * grad_accum_steps}"
         )
 
 
@@ -121,3 +145,57 @@ def unbox(tree):
     """Strips the logical-axis boxes (`nn.Partitioned`) from a params/state tree."""
     is_box = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
     return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The compiled steps, taking this process's numpy batches, and where the state lives."""
+
+    train: Callable  # (state, host_batch) -> (state, metrics)
+    eval: Callable  # (state, host_batch) -> {name: (sum, count)}
+    place: Callable = lambda state: state  # init/restored state -> the layout `train` takes
+    unplace: Callable = lambda state: state  # and back (for checkpoints)
+
+
+def pmap_steps(config, task, model, tx, shardings, mesh):
+    """The `config.use_pmap` path: the state replicated on every local device, each device a
+    slice of the batch, gradients and metrics summed with `lax.psum` (see `make_train_step`)."""
+    if any(not s.is_fully_replicated for s in jax.tree.leaves(shardings)):
+        raise ValueError(
+            "use_pmap=True replicates the state: it needs mesh.fsdp=1 and mesh.tensor=1 "
+            "(use the mesh path for FSDP and tensor parallelism)"
+        )
+    devices = list(mesh.devices.flat)
+    n = sum(d.process_index == jax.process_index() for d in devices)  # this process's share
+    pmap = functools.partial(jax.pmap, axis_name="devices", devices=devices)
+    train_step = pmap(
+        step.make_train_step(config, task, model, tx, axis_name="devices"), donate_argnums=0
+    )
+    eval_step = pmap(
+        lambda params, b: jax.lax.psum(task.eval_metrics(config, model, params, b), "devices")
+    )
+
+    def split(batch):  # [B, ...] -> [devices, B / devices, ...]
+        return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+    def first(tree):  # one device's copy of a replicated tree
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+    def train(state, batch):
+        state, metrics = train_step(state, split(batch))
+        return state, jax.tree.map(lambda x: x[0], metrics)
+
+    def place(state):
+        return pmap(lambda x: x)(jax.tree.map(lambda x: np.stack([x] * n), first(state)))
+
+    def unplace(state):
+        return jax.tree.map(
+            lambda x, s: jax.make_array_from_process_local_data(s, x), first(state), shardings
+        )
+
+    return Steps(
+        train=train,
+        eval=lambda state, b: jax.tree.map(lambda x: x[0], eval_step(state["params"], split(b))),
+        place=place,
+        unplace=unplace,
+    )

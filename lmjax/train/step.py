@@ -41,21 +41,65 @@ def make_optimizer(config):
     )
 
 
-def make_train_step(config, task, model, tx):
-    """Returns `train_step(state, batch) -> (state, metrics)`; state is a dict of arrays."""
+def make_train_step(config, task, model, tx, axis_name=None):
+    """Returns `train_step(state, batch) -> (state, metrics)`; state is a dict of arrays.
+
+    With `grad_accum_steps` = M the batch is split into M micro-batches whose gradients are
+    summed in a `lax.scan`; every part is normalised by the whole batch's loss counts
+    (`task.loss_counts`), so the update equals one step on the whole batch. Under `jax.pmap`
+    (`axis_name` set) each device holds a part of the batch in the same way and the gradients
+    are summed with `lax.psum`.
+    """
+    accum = config.get("grad_accum_steps", 1)
+
+    def grads_and_metrics(params, batch, rng, counts):
+        def loss_fn(p):
+            loss, metrics = task.loss_fn(
+                config, model, p, batch, rng=rng, train=True, counts=counts
+            )
+            return loss, {"loss": loss, **metrics}
+
+        return jax.grad(loss_fn, has_aux=True)(params)
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state["rng"], state["step"])
+        counts = task.loss_counts(config, batch)
+        if axis_name is not None:  # this device's part of the batch; counts of the whole
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+            counts = jax.lax.psum(counts, axis_name)
+        if accum == 1:
+            grads, metrics = grads_and_metrics(state["params"], batch, rng, counts)
+        else:
+            # Micro-batch i takes rows i, i + M, i + 2M, ...: each keeps the batch's sharding.
+            micro = jax.tree.map(
+                lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1),
+                batch,
+            )
 
-        def loss_fn(params):
-            return task.loss_fn(config, model, params, batch, rng=rng, train=True)
+            def add_micro_batch(total, xs):
+                i, micro_batch = xs
+                part = grads_and_metrics(
+                    state["params"], micro_batch, jax.random.fold_in(rng, i), counts
+                )
+                return jax.tree.map(jnp.add, total, part), None
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            zeros = jax.tree.map(
+                jnp.zeros_like,
+                jax.eval_shape(
+                    grads_and_metrics,
+                    state["params"],
+                    jax.tree.map(lambda x: x[0], micro),
+                    rng,
+                    counts,
+                ),
+            )
+            (grads, metrics), _ = jax.lax.scan(add_micro_batch, zeros, (jnp.arange(accum), micro))
+        if axis_name is not None:
+            grads, metrics = jax.lax.psum((grads, metrics), axis_name)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
-        metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
-        return new_state, metrics
+        return new_state, {**metrics, "grad_norm": optax.tree.norm(grads)}
 
     return train_step
 

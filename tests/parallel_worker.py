@@ -1,0 +1,84 @@
+"""Runs the tiny config under several meshes in one process; prints JSON for test_parallel.py.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel_worker.py OUT_DIR
+
+Each case is a name and dotted overrides; a case with `devices` uses only the first N devices.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lmjax.train import loop, metrics  # noqa: E402
+from tests.conftest import override, tiny_config  # noqa: E402
+
+STEPS = 10
+BASE = {
+    "num_train_steps": STEPS,
+    "log_every_steps": 1,
+    "eval_every_steps": STEPS,
+    "checkpoint_every_steps": STEPS // 2,
+    "model.num_heads": 4,
+    "model.emb_dim": 32,
+    "model.mlp_dim": 64,
+}
+CASES = {
+    "one_device": ({"mesh.data": 1}, 1),
+    "data8": ({"mesh.data": 8}, 8),
+    "fsdp8": ({"mesh.data": 1, "mesh.fsdp": 8}, 8),
+    "data2_tensor4": ({"mesh.data": 2, "mesh.tensor": 4}, 8),
+    "data2_fsdp2_tensor2": ({"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}, 8),
+    "pmap8": ({"mesh.data": 8, "use_pmap": True}, 8),
+    "grad_accum4": ({"mesh.data": 1, "grad_accum_steps": 4}, 1),
+    "data2_grad_accum2": ({"mesh.data": 2, "grad_accum_steps": 2}, 2),
+    "remat": ({"mesh.data": 1, "model.remat": True}, 1),
+    "remat_dots": ({"mesh.data": 1, "model.remat": True, "model.remat_policy": "dots_saveable"}, 1),
+}
+RESUMED = {
+    "fsdp8_resumed_on_one_device": ({"mesh.data": 1}, 1),
+    "fsdp8_resumed_on_data2_tensor4": ({"mesh.data": 2, "mesh.tensor": 4}, 8),
+}
+
+
+def param_shards(config, devices):
+    """Each parameter's sharding, as the shape of the piece device 0 holds, in the state the
+    loop creates."""
+    task, mesh, rules = loop.setup(config, devices)
+    with jax.set_mesh(mesh):
+        model = task.make_model(config, 65)
+        _, _, _, init = loop.build_state(config, task, model, mesh, rules)
+        params = init(jax.random.PRNGKey(0))["params"]
+    flat = {
+        jax.tree_util.keystr(p, simple=True, separator="/"): x
+        for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
+    return {name: x.sharding.shard_shape(x.shape) for name, x in flat.items()}
+
+
+def main(out_dir):
+    results = {}
+    for name, (overrides, n) in CASES.items():
+        config = override(tiny_config(**BASE), **overrides)
+        workdir = os.path.join(out_dir, name)
+        loop.train_and_evaluate(config, workdir, devices=jax.devices()[:n])
+        losses = [r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r]
+        results[name] = {"losses": losses, "shards": param_shards(config, jax.devices()[:n])}
+    # Resharding restore: fsdp=8's step-5 checkpoint resumed under other meshes.
+    for name, (overrides, n) in RESUMED.items():
+        workdir = os.path.join(out_dir, name)
+        shutil.copytree(os.path.join(out_dir, "fsdp8"), workdir)
+        shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))
+        config = override(tiny_config(**BASE), **overrides)
+        loop.train_and_evaluate(config, workdir, devices=jax.devices()[:n])
+        losses = [r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r]
+        results[name] = {"losses": losses}
+    print("RESULTS " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
