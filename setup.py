@@ -22,9 +22,19 @@ setup(
         "tensorboard==2.21.0",
         "clu==0.0.12",
         "tokenizers==0.22.2",
+        "safetensors==0.8.0",  # Hugging Face checkpoints, read and written without torch
         "absl-py==2.5.1",
         "numpy==2.4.6",
         "matplotlib==3.11.2",
     ],
-    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},
+    extras_require={
+        "test": [
+            "pytest==9.2.0",
+            "ruff==0.17.6",
+            # Hugging Face parity tests (tests/test_hf.py); the last 4.x has the models lmjax
+            # converts. On Linux x86-64 pip takes the CPU build of torch where one is offered.
+            "transformers==4.57.6",
+            "torch==2.13.0",
+        ]
+    },
 )

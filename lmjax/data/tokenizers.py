@@ -8,6 +8,7 @@ import numpy as np
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
+HF_TOKENIZER_FILE = "hf_tokenizer.json"  # a Hugging Face tokenizer.json (HFTokenizer)
 # BERT's special tokens; [PAD] is id 0 in a trained vocabulary, as in Google's vocab.txt files.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -154,6 +155,77 @@ class WordPieceTokenizer:
             json.dump(spec, f)
 
 
+class HFTokenizer:
+    """Any Hugging Face `tokenizers` tokenizer (a tokenizer.json), e.g. GPT-2's byte-level BPE.
+
+    `hf_config` is the model directory's tokenizer_config.json (tokenizer class, special tokens),
+    kept so that an export writes it back. Encoding adds no special tokens, as GPT-2's does not.
+    """
+
+    def __init__(self, tokenizer, hf_config=None):
+        self._tok = tokenizer
+        config = dict(hf_config or {})
+        config.pop("added_tokens_decoder", None)  # tokenizer.json has the added tokens
+        self.hf_config = config
+
+    @classmethod
+    def from_file(cls, path, hf_config=None):
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(path), hf_config)
+
+    @classmethod
+    def from_bpe_files(cls, vocab_path, merges_path, hf_config=None):
+        """GPT-2's byte-level BPE from its vocab.json and merges.txt."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+        hf_config = dict(hf_config or {})
+        tok = Tokenizer(models.BPE.from_file(vocab_path, merges_path))
+        prefix_space = hf_config.get("add_prefix_space", False)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+        tok.decoder = decoders.ByteLevel()
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        names = ("bos_token", "eos_token", "unk_token", "pad_token")
+        specials = {_token_text(hf_config.get(n, "<|endoftext|>")) for n in names}
+        tok.add_special_tokens(sorted(t for t in specials if t and tok.token_to_id(t) is not None))
+        return cls(tok, hf_config)
+
+    @property
+    def vocab_size(self):
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def token_to_id(self, token):
+        return self._tok.token_to_id(token)
+
+    @property
+    def eos_id(self):
+        """Id of the end-of-text token named in tokenizer_config.json, or None."""
+        token = _token_text(self.hf_config.get("eos_token"))
+        return self._tok.token_to_id(token) if token else None
+
+    def encode(self, text):
+        return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    def decode(self, ids):
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def save_hf(self, path):
+        """Writes the Hugging Face tokenizer.json into `path`."""
+        self._tok.save(os.path.join(path, "tokenizer.json"))
+
+    def save(self, workdir):
+        # lmjax's tokenizer.json names the type; the Hugging Face file sits beside it.
+        self._tok.save(os.path.join(workdir, HF_TOKENIZER_FILE))
+        with open(os.path.join(workdir, TOKENIZER_FILE), "w") as f:
+            spec = {"type": "hf", "file": HF_TOKENIZER_FILE, "hf_config": self.hf_config}
+            json.dump(spec, f)
+
+
+def _token_text(token):
+    """A special token of tokenizer_config.json: a string or an AddedToken dict."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
 def load_tokenizer(workdir):
     path = os.path.join(workdir, TOKENIZER_FILE)
     if not os.path.exists(path):
@@ -165,4 +237,6 @@ def load_tokenizer(workdir):
     if spec["type"] == "wordpiece":
         vocab_path = os.path.join(workdir, spec.get("vocab_file", VOCAB_FILE))
         return WordPieceTokenizer.from_vocab_file(vocab_path, lowercase=spec["lowercase"])
+    if spec["type"] == "hf":
+        return HFTokenizer.from_file(os.path.join(workdir, spec["file"]), spec.get("hf_config"))
     raise ValueError(f"unknown tokenizer type {spec['type']!r} in {path}")
