@@ -67,6 +67,7 @@ def import_model(path, dtype="float32"):
     Heads the checkpoint lacks (BertModel: MLM and NSP heads) are initialised afresh, with a
     warning; a missing encoder tensor, a tensor lmjax has no place for, a shape that does not fit
     config.json and an architecture option lmjax lacks are errors naming the tensor or key.
+    `dtype` is the compute dtype ("float32" or "bfloat16"); parameters are float32.
     """
     hf_config = read_json(os.path.join(path, CONFIG_FILE))
     arch = architecture(hf_config)
@@ -294,9 +295,8 @@ def export_model(model, variables, path, tokenizer=None):
         model = model.clone(cfg=dataclasses.replace(cfg, use_bias=True))
     abstract = _abstract_params(model)
     params = traverse_util.flatten_dict(nn.unbox(variables["params"]), sep="/")
-    prefix = head_prefix if arch != "GPT2Model" else ""
     tensors = {}
-    for lmjax_name, hf_names, kind in tensor_table(cfg.num_layers, prefix):
+    for lmjax_name, hf_names, kind in tensor_table(cfg.num_layers, head_prefix):
         if lmjax_name not in abstract:
             continue
         box = abstract[lmjax_name]
