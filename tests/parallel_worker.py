@@ -37,6 +37,7 @@ CASES = {
     "grad_accum4": ({"mesh.data": 1, "grad_accum_steps": 4}, 1),
     "data2_grad_accum2": ({"mesh.data": 2, "grad_accum_steps": 2}, 2),
     "remat": ({"mesh.data": 1, "model.remat": True}, 1),
+    "bfloat16": ({"mesh.data": 1, "model.dtype": "bfloat16"}, 1),
     "remat_dots": ({"mesh.data": 1, "model.remat": True, "model.remat_policy": "dots_saveable"}, 1),
 }
 RESUMED = {
@@ -57,7 +58,7 @@ def param_shards(config, devices):
         jax.tree_util.keystr(p, simple=True, separator="/"): x
         for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
     }
-    return {name: x.sharding.shard_shape(x.shape) for name, x in flat.items()}
+    return {name: [x.sharding.shard_shape(x.shape), str(x.dtype)] for name, x in flat.items()}
 
 
 def main(out_dir):

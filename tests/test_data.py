@@ -20,6 +20,18 @@ def test_char_tokenizer_matches_nanogpt_vocabulary_and_round_trips(tmp_path):
         tok.encode("~")
 
 
+def test_clm_bpe_tokenizer_trains_round_trips_and_is_kept_by_the_workdir(tmp_path):
+    config = tiny_config(**{"data.tokenizer": "bpe", "data.vocab_size": 300})
+    text = corpora.read_text("tinyshakespeare")[:100_000]
+    tok = clm.make_tokenizer(config, text)
+    assert tok.vocab_size == 300 and tok.eos_id is not None
+    ids = clm.encode_in_chunks(tok, text, chunk_chars=10_000)  # cut at newlines: same text back
+    assert len(ids) < 0.8 * len(text) and tok.decode(ids) == text
+    tok.save(str(tmp_path))
+    again = clm.make_tokenizer(config, "other text", workdir=str(tmp_path))
+    np.testing.assert_array_equal(again.encode(text[:5000]), tok.encode(text[:5000]))
+
+
 def test_missing_corpus_names_the_path():
     with pytest.raises(FileNotFoundError, match="/nope.txt"):
         corpora.read_text("/nope.txt")

@@ -190,6 +190,23 @@ class HFTokenizer:
         tok.add_special_tokens(sorted(t for t in specials if t and tok.token_to_id(t) is not None))
         return cls(tok, hf_config)
 
+    @classmethod
+    def train_byte_level_bpe(cls, text, vocab_size, eos_token="<|endoftext|>"):
+        """A GPT-2-style byte-level BPE of `vocab_size` (with `eos_token`) trained on `text`."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[eos_token],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(text.splitlines(keepends=True), trainer)
+        return cls(tok, {"eos_token": eos_token})
+
     @property
     def vocab_size(self):
         return self._tok.get_vocab_size(with_added_tokens=True)

@@ -88,12 +88,12 @@ def model_config(config, vocab_size):
     """Architecture from the pretrained workdir when fine-tuning, else from `config.model`."""
     pretrained = pretrained_config(config)
     model = pretrained.model if pretrained else config.model
-    max_len = pretrained.seq_len if pretrained else config.seq_len
-    if config.seq_len > max_len:
-        raise ValueError(
-            f"seq_len {config.seq_len} exceeds the {max_len} positions of {config.init_from}"
-        )
     kwargs = TransformerConfig.kwargs_from(model)
+    # Position embeddings: model.max_len where set (BERT-base: 512), else the run's seq_len.
+    max_len = kwargs.pop("max_len", 0) or (pretrained.seq_len if pretrained else config.seq_len)
+    if config.seq_len > max_len:
+        where = config.init_from or "the model"
+        raise ValueError(f"seq_len {config.seq_len} exceeds the {max_len} positions of {where}")
     # Fine-tuning regularisation and compute dtype are this run's choice, not the pretraining's.
     kwargs["dropout_rate"] = config.model.dropout_rate
     kwargs["dtype"] = DTYPES[config.model.dtype]
@@ -146,10 +146,10 @@ def eval_metrics(config, model, params, batch):
     }
 
 
-def flops_per_token(config, num_params):
+def flops_per_token(config, num_params, vocab_size):
     """6N + attention, N without the token embedding (a lookup here, no output matmul)."""
     cfg = model_config(config, 1)
-    n = num_params - config.data.vocab_size * cfg.emb_dim
+    n = num_params - vocab_size * cfg.emb_dim
     return flops.flops_per_token(n, cfg.num_layers, cfg.emb_dim, config.seq_len)
 
 

@@ -1,17 +1,63 @@
 """Causal language modelling: predict token t+1 from tokens <= t."""
 
+import os
+
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
 
 
+def read_corpus_text(config):
+    """The text of TFDS dataset `data.tfds_name` when set (its examples' sentences, examples
+    separated by blank lines), else of `data.path` (an embedded corpus or a local file)."""
+    if config.data.get("tfds_name"):
+        from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
+
+        documents = tfds_text.read_tfds_documents(
+            config.data.tfds_name,
+            split=config.data.get("tfds_split", "train"),
+            text_key=config.data.get("tfds_text_key", "text"),
+            data_dir=config.data.get("tfds_data_dir", ""),
+        )
+        return "\n\n".join(" ".join(sentences) for sentences in documents)
+    return corpora.read_text(config.data.path)
+
+
+def make_tokenizer(config, text, workdir=None):
+    """`data.tokenizer`: "char" (one id per character), "bpe" (byte-level BPE of
+    `data.vocab_size` trained on the text, GPT-2's kind) or a Hugging Face tokenizer.json path
+    (e.g. GPT-2's own). A workdir that has a tokenizer (resume) keeps it."""
+    kind = config.data.get("tokenizer", "char")
+    if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
+        return tokenizers.load_tokenizer(workdir)
+    if kind == "char":
+        return tokenizers.CharTokenizer.from_text(text)
+    if kind == "bpe":
+        sample = text[: config.data.get("tokenizer_train_chars", len(text))]
+        return tokenizers.HFTokenizer.train_byte_level_bpe(sample, config.data.vocab_size)
+    return tokenizers.HFTokenizer.from_file(corpora.resolve(kind))
+
+
+def encode_in_chunks(tokenizer, text, chunk_chars=1 << 20):
+    """Token ids of `text`, encoded in pieces of about `chunk_chars` cut at newlines (a corpus
+    of gigabytes does not go to the tokenizer as one string)."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + chunk_chars)
+        end = len(text) if end < 0 else end + 1
+        pieces.append(tokenizer.encode(text[start:end]))
+        start = end
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+
+
 def make_data(config, workdir=None):
-    """Character-level corpus split as nanoGPT: the first `train_fraction` of the text trains."""
-    text = corpora.read_text(config.data.path)
-    tokenizer = tokenizers.CharTokenizer.from_text(text)
-    ids = tokenizer.encode(text)
+    """The corpus split as nanoGPT: the first `train_fraction` of the tokens train."""
+    text = read_corpus_text(config)
+    tokenizer = make_tokenizer(config, text, workdir)
+    ids = encode_in_chunks(tokenizer, text)
     split = int(len(ids) * config.data.train_fraction)
     return pipeline.TaskData(
         train_ds=pipeline.lm_windows(ids[:split], config.seq_len),
@@ -63,7 +109,7 @@ def eval_metrics(config, model, params, batch):
     }
 
 
-def flops_per_token(config, num_params):
+def flops_per_token(config, num_params, vocab_size):
     from lmjax.train import flops
 
     m = config.model

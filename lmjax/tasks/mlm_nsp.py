@@ -126,8 +126,12 @@ def make_data(config, workdir=None):
 
 
 def model_config(config, vocab_size):
+    """`model.max_len` (position embeddings) defaults to seq_len; BERT keeps 512 in both phases."""
     kwargs = TransformerConfig.kwargs_from(config.model)
-    return bert.bert_config(vocab_size, config.seq_len, **kwargs)
+    max_len = kwargs.pop("max_len", 0) or config.seq_len
+    if config.seq_len > max_len:
+        raise ValueError(f"seq_len {config.seq_len} exceeds model.max_len {max_len}")
+    return bert.bert_config(vocab_size, max_len, **kwargs)
 
 
 def make_model(config, vocab_size):
@@ -201,13 +205,13 @@ def eval_metrics(config, model, params, batch):
     }
 
 
-def flops_per_token(config, num_params):
+def flops_per_token(config, num_params, vocab_size):
     """6N + attention, with the tied [D, V] output matmul counted only at the predicted
     positions (max_predictions_per_seq of seq_len), where the gathered MLM head runs."""
     from lmjax.train import flops
 
     m = config.model
-    embedding = config.data.vocab_size * m.emb_dim
+    embedding = vocab_size * m.emb_dim
     predicted = config.data.max_predictions_per_seq / config.seq_len
     return (
         flops.flops_per_token(num_params - embedding, m.num_layers, m.emb_dim, config.seq_len)

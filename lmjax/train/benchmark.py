@@ -53,7 +53,7 @@ def run(config, steps=40, warmup=5, real_data=False):
     step_s = min(statistics.median(times), pipelined_s)
     num_params = flops.count_params(compiled.unplace(state)["params"])
     tokens_per_step = config.batch_size * config.seq_len
-    flops_per_step = task.flops_per_token(config, num_params) * tokens_per_step
+    flops_per_step = task.flops_per_token(config, num_params, vocab_size) * tokens_per_step
     peak_per_device = flops.measure_peak_flops()
     n = jax.device_count()
     return {

@@ -147,7 +147,11 @@ def _train(config, workdir, task, mesh, rules):
     first_step = int(state["step"])
     num_params = flops.count_params(state["params"])
     state = steps.place(state)
-    flops_per_step = task.flops_per_token(config, num_params) * config.batch_size * config.seq_len
+    flops_per_step = (
+        task.flops_per_token(config, num_params, data.vocab_size)
+        * config.batch_size
+        * config.seq_len
+    )
     peak_flops = flops.measure_peak_flops() * mesh.devices.size
     schedule = step.learning_rate_schedule(config)
     logging.info("model: %s parameters (position embeddings excluded)", f"{num_params:,}")
