@@ -55,10 +55,12 @@ def run(config, steps=40, warmup=5, real_data=False):
     tokens_per_step = config.batch_size * config.seq_len
     flops_per_step = task.flops_per_token(config, num_params, vocab_size) * tokens_per_step
     peak_per_device = flops.measure_peak_flops()
-    n = jax.device_count()
+    n = mesh.devices.size
     return {
         "device": jax.devices()[0].device_kind,
         "num_devices": n,
+        "mesh": "pmap" if config.get("use_pmap") else "x".join(map(str, mesh.devices.shape)),
+        "grad_accum_steps": config.get("grad_accum_steps", 1),
         "num_params": num_params,
         "batch_size": config.batch_size,
         "seq_len": config.seq_len,
