@@ -23,7 +23,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    model, params, tokenizer = inference.load_model(_WORKDIR.value)
+    model, params, tokenizer = inference.load_model(_WORKDIR.value, task="clm")
     prompt = tokenizer.encode(_PROMPT.value)[None].repeat(_NUM_SAMPLES.value, axis=0)
     tokens = sampling.generate(
         model,

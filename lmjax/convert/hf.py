@@ -454,21 +454,9 @@ def workdir_config(config, task_name, model, hf_dir):
 
 def load_workdir(workdir, step=None):
     """(model, params, tokenizer) of any lmjax workdir's config and checkpoint (latest step)."""
-    from lmjax.train import checkpoint, loop
+    from lmjax.train import inference
 
-    config = loop.load_config(workdir)
-    tokenizer = tokenizers.load_tokenizer(workdir)
-    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
-    task, mesh, rules = loop.setup(config, devices=jax.devices()[:1])
-    model = task.make_model(config, tokenizer.vocab_size)
-    with jax.set_mesh(mesh):
-        _, abstract_state, _, _ = loop.build_state(config, task, model, mesh, rules)
-        manager = checkpoint.make_manager(workdir)
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {manager.directory}")
-        state, _ = checkpoint.restore(manager, step, abstract_state)
-    return model, state["params"], tokenizer
+    return inference.load_model(workdir, step)
 
 
 def export_workdir(workdir, hf_dir, step=None):

@@ -6,11 +6,13 @@ from lmjax.data import tokenizers
 from lmjax.train import checkpoint, loop
 
 
-def load_model(workdir, step=None):
-    """Returns (model, params, tokenizer) from WORKDIR's config, tokenizer and checkpoint."""
+def load_model(workdir, step=None, task=None):
+    """Returns (model, params, tokenizer) from WORKDIR's config, tokenizer and checkpoint (the
+    latest step unless `step`), on one device. `task`: the task the workdir must have trained
+    (e.g. "clm" for sampling); None takes any."""
     config = loop.load_config(workdir)
-    if config.task != "clm":
-        raise ValueError(f"{workdir} trained task {config.task!r}; sampling needs a causal LM")
+    if task is not None and config.task != task:
+        raise ValueError(f"{workdir} trained task {config.task!r}; this needs task {task!r}")
     tokenizer = tokenizers.load_tokenizer(workdir)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
     task, mesh, rules = loop.setup(config, devices=jax.devices()[:1])
