@@ -148,3 +148,10 @@ def test_remat_equals_no_remat():
     g1 = jax.grad(loss)(params, cfg)
     g2 = jax.grad(loss)(params, _cfg(remat=True))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), g1, g2)
+
+
+def test_more_tokens_than_positions_is_an_error_not_a_silent_clip():
+    cfg = _cfg()
+    params, _ = _init(cfg)
+    with pytest.raises(ValueError, match="13 tokens exceed the model's 12 positions"):
+        Transformer(cfg).apply({"params": params}, jnp.zeros((1, 13), jnp.int32))

@@ -284,6 +284,8 @@ class Transformer(nn.Module):
         """
         cfg = self.cfg
         batch, length = tokens_BxT.shape
+        if length > cfg.max_len:  # jnp.take would clip the positions silently
+            raise ValueError(f"{length} tokens exceed the model's {cfg.max_len} positions")
         embed = nn.Embed(
             cfg.vocab_size,
             cfg.emb_dim,
