@@ -47,6 +47,8 @@ def _initialize_distributed():
         jax.local_device_count(),
         jax.device_count(),
     )
+    if jax.process_index() != 0:  # process 0 logs the run; the others only warnings and errors
+        logging.set_verbosity(logging.WARNING)
 
 
 def _on_cluster():

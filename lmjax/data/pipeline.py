@@ -53,8 +53,17 @@ def train_iterator(ds, batch_size, seed, batch_fn=None):
     ds = ds[jax.process_index() :: jax.process_count()]
     ds = ds.batch(per_process, drop_remainder=True)
     if batch_fn is not None:
+        if jax.process_count() > 1:  # each process's part of a batch gets its own draws
+            batch_fn = _per_process_rng(batch_fn, jax.process_index())
         ds = ds.random_map(batch_fn)
     return iter(ds.to_iter_dataset())
+
+
+def _per_process_rng(batch_fn, process_index):
+    def fn(batch, rng):
+        return batch_fn(batch, np.random.default_rng([int(rng.integers(2**63)), process_index]))
+
+    return fn
 
 
 def eval_batches(ds, batch_size, num_batches, seed=0):
