@@ -320,7 +320,11 @@ class Transformer(nn.Module):
 
         # Summed in BERT's order (word + token type + position); GPT: word + position.
         pos_1xTxD = jnp.take(pos_embed, positions_T, axis=0)[None].astype(cfg.dtype)
-        x_BxTxD = embed(tokens_BxT)
+        # FSDP gathers the table's `embed` dim before the lookup, as for every other weight: a
+        # gather from a table sharded on `embed` into a batch sharded on the same mesh axis
+        # made GSPMD replicate the result ("involuntary full rematerialization").
+        table_VxD = nn.with_logical_constraint(embed.embedding, ("vocab", None))
+        x_BxTxD = jnp.take(table_VxD, tokens_BxT, axis=0).astype(cfg.dtype)
         if cfg.type_vocab_size:
             type_embed = self.param(
                 "type_embed",
@@ -343,7 +347,7 @@ class Transformer(nn.Module):
             block = nn.remat(Block, static_argnums=(3, 5), policy=policy)
         for i in range(cfg.num_layers):
             x_BxTxD = block(cfg, name=f"block_{i}")(x_BxTxD, mask_BxTxS, decode, start, train)
-        return x_BxTxD, embed.embedding
+        return x_BxTxD, table_VxD
 
     @nn.compact
     def __call__(self, tokens_BxT, decode=False, train=False):
