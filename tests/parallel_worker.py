@@ -34,6 +34,7 @@ CASES = {
     "data2_tensor4": ({"mesh.data": 2, "mesh.tensor": 4}, 8),
     "data2_fsdp2_tensor2": ({"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}, 8),
     "pmap8": ({"mesh.data": 8, "use_pmap": True}, 8),
+    "pmap4_grad_accum2": ({"mesh.data": 4, "use_pmap": True, "grad_accum_steps": 2}, 4),
     "grad_accum4": ({"mesh.data": 1, "grad_accum_steps": 4}, 1),
     "data2_grad_accum2": ({"mesh.data": 2, "grad_accum_steps": 2}, 2),
     "remat": ({"mesh.data": 1, "model.remat": True}, 1),

@@ -43,6 +43,7 @@ def results(tmp_path_factory):
         "data2_tensor4",
         "data2_fsdp2_tensor2",
         "pmap8",
+        "pmap4_grad_accum2",
         "grad_accum4",
         "data2_grad_accum2",
         "remat",
