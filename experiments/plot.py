@@ -17,6 +17,11 @@ _TITLE = flags.DEFINE_string("title", None, "Figure title of a single run (defau
 _TABLES = flags.DEFINE_boolean(
     "tables", True, "For a directory of runs, also write results.csv/md."
 )
+_METRICS = flags.DEFINE_list(
+    "metrics",
+    None,
+    "For a directory of runs: the results.csv columns to plot (default: every final eval metric).",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -25,7 +30,7 @@ def main(argv):
     if _OUT.value or _TITLE.value:
         print(plots.plot_run(_WORKDIR.value, _OUT.value, _TITLE.value))
         return
-    paths = plots.plot_workdir(_WORKDIR.value)
+    paths = plots.plot_workdir(_WORKDIR.value, _METRICS.value)
     if _TABLES.value and not os.path.exists(os.path.join(_WORKDIR.value, "metrics.jsonl")):
         paths += results.write_tables(_WORKDIR.value)
     print("\n".join(paths))

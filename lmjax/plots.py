@@ -43,9 +43,10 @@ def plot_run(workdir, path=None, title=None):
 #### Several runs: a sweep, or any directory of runs
 
 
-def plot_workdir(root):
+def plot_workdir(root, metrics=None):
     """The plots of a single run's workdir, or of every run under `root`: learning curves (one
-    figure per stage), a metric-vs-parameter figure per swept axis and a per-setting summary."""
+    figure per stage), a metric-vs-parameter figure per swept axis and a per-setting summary,
+    of `metrics` (columns of results.csv; default: every final eval metric)."""
     if os.path.exists(os.path.join(root, "metrics.jsonl")):
         return [plot_run(root)]
     from lmjax import results
@@ -57,7 +58,10 @@ def plot_workdir(root):
     for prefix in _stage_prefixes(table):
         name = f"curves_{prefix.rstrip('/')}.png" if prefix else "curves.png"
         paths.append(plot_curves(table, prefix, os.path.join(root, name)))
-    metrics = final_eval_metrics(table)
+    metrics = metrics or final_eval_metrics(table)
+    unknown = [m for m in metrics if m not in table.metrics]
+    if unknown:
+        raise ValueError(f"no metric {unknown[0]!r} in the runs; they have {table.metrics}")
     if metrics:
         paths += plot_metrics_vs_axes(table, metrics, root)
         paths.append(plot_settings(table, metrics, os.path.join(root, "results.png")))
@@ -95,13 +99,14 @@ def plot_curves(table, prefix, path):
     from lmjax import results
 
     plt = _pyplot()
-    # A first-stage run is labelled by its own overrides, a fine-tune by its parent's and its own.
-    setting = [c for c in table.group_columns if prefix or "/" not in c]
+    # A first-stage run is labelled by its own overrides, a fine-tune by its row's setting.
+    own = [c for c in table.group_columns if "/" not in c]
+    settings = {id(row): label for label, _, rows in table.groups() for row in rows}
     runs = {}  # run dir -> setting label
     for row in table.rows:
         if row.get(f"{prefix}run"):
-            values = {c: row.get(c) for c in setting}
-            runs.setdefault(row[f"{prefix}run"], results.label(values))
+            label = settings[id(row)] if prefix else results.label({c: row.get(c) for c in own})
+            runs.setdefault(row[f"{prefix}run"], label)
     root = os.path.dirname(path)
     started = [run for run in runs if os.path.exists(os.path.join(root, run, "metrics.jsonl"))]
     records = {run: read_metrics(os.path.join(root, run)) for run in started}

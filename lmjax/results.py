@@ -140,6 +140,9 @@ def collate(root):
                 "summary": summarize(run_dir),
             }
         )
+    # A sweep's runs in the order of its points, any others after them.
+    order = (sweep.read_json(os.path.join(root, sweep.SWEEP_RECORD)) or {}).get("points", [])
+    runs.sort(key=lambda r: order.index(r["rel"]) if r["rel"] in order else len(order))
     _add_config_diffs([r for r in runs if r["point"] is None])
     first = [r for r in runs if not r["stage"]]
     second = [r for r in runs if r["stage"]]
@@ -225,15 +228,15 @@ def markdown(table, root):
     lines += ["## Runs", "", *_md_table(table.columns, rows), ""]
     groups = table.groups()
     if any(len(rows) > 1 for _, _, rows in groups):
-        cols = [*table.group_columns, "seeds"] + [
+        numeric = [
             m for m in table.metrics if any(isinstance(r.get(m), int | float) for r in table.rows)
         ]
+        cols = ["setting", "seeds", *numeric]
         md_rows = []
-        for _, values, rows in groups:
+        for setting, _, rows in groups:
             seeds = [_text(r.get("seed", r.get("finetune/seed"))) for r in rows]
-            md_row = {c: _shown(v) for c, v in values.items()}
-            md_row["seeds"] = f"{len(rows)} ({', '.join(seeds)})"
-            for m in cols[len(values) + 1 :]:
+            md_row = {"setting": setting, "seeds": f"{len(rows)} ({', '.join(seeds)})"}
+            for m in numeric:
                 md_row[m] = format_mean_std([r.get(m) for r in rows])
             md_rows.append(md_row)
         lines += ["## Mean ± std over seeds", "", *_md_table(cols, md_rows), ""]

@@ -272,9 +272,14 @@ def _normalized(config_arg):
     return os.path.abspath(file) + (f":{arg}" if arg else "")
 
 
+def _config_name(config_arg):
+    """`file.py:arg` without the directories, so a moved checkout still matches its runs."""
+    return os.path.basename(_normalized(config_arg))
+
+
 def _check_same_config(point):
     record = read_json(os.path.join(point.run_dir, POINT_RECORD))
-    if record and record.get("config_path") != _normalized(point.config):
+    if record and _config_name(record["config_path"]) != _config_name(point.config):
         raise ValueError(
             f"{point.run_dir} was trained from --config={record.get('config')}, this sweep "
             f"gives --config={point.config}: use another --workdir"
@@ -392,7 +397,12 @@ def run(config_arg, sweep_path, workdir, parallel=1, print_commands=False, stage
     os.makedirs(workdir, exist_ok=True)
     _write_json(
         os.path.join(workdir, SWEEP_RECORD),
-        {"config": all_points[0].config, "sweep": sweep_path, "argv": sys.argv},
+        {
+            "config": all_points[0].config,
+            "sweep": sweep_path,
+            "argv": sys.argv,
+            "points": [p.label for p in all_points],  # the tables keep this order
+        },
     )
     # A chain is a first-stage point and the points that start from it, run one after another.
     chains = {p.name: [p] for p in points if not p.stage}

@@ -132,7 +132,7 @@ def test_sweep_runs_collates_plots_then_reruns_nothing(tmp_path):
         assert float(row["eval/loss:best"]) <= float(row["eval/loss"])
     with open(os.path.join(workdir, "results.md")) as f:
         md = f.read()
-    assert "## Mean ± std over seeds" in md and "| 0.003 | 2 (0, 1) |" in md
+    assert "## Mean ± std over seeds" in md and "| learning_rate=0.003 | 2 (0, 1) |" in md
     for png in ("curves.png", "vs_learning_rate.png", "results.png"):
         with open(os.path.join(workdir, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
