@@ -78,17 +78,18 @@ def _flatten(tree):
     return [(jax.tree_util.keystr(path, simple=True, separator="/"), leaf) for path, leaf in flat]
 
 
-def load_pretrained_params(workdir, params):
-    """`params` with every parameter that WORKDIR's latest checkpoint also has replaced by the
-    saved one (same path, same shape, same sharding as `params`); the rest keep their init.
+def load_pretrained_params(workdir, params, step=None):
+    """`params` with every parameter that WORKDIR's checkpoint (the latest unless `step`) also has
+    replaced by the saved one (same path, same shape, same sharding as `params`); the rest keep
+    their init. Only parameters are read, never the optimizer state.
     Returns (params, names copied, names initialised)."""
     manager = ocp.CheckpointManager(  # read-only; PyTree handler for a partial restore
         os.path.abspath(os.path.join(workdir, "checkpoints")),
         item_handlers={"state": ocp.PyTreeCheckpointHandler()},
     )
-    step = manager.latest_step()
+    step = manager.latest_step() if step is None else step
     if step is None:
-        raise FileNotFoundError(f"init_from: no checkpoint in {manager.directory}")
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}")
     saved_meta = dict(_flatten(manager.item_metadata(step)["state"]["params"]))
     target = {}
     for name, leaf in _flatten(params):

@@ -19,9 +19,10 @@ def load_model(workdir, step=None, task=None):
     model = task.make_model(config, tokenizer.vocab_size)
     with jax.set_mesh(mesh):
         _, abstract_state, _, _ = loop.build_state(config, task, model, mesh, rules)
-        manager = checkpoint.make_manager(workdir)
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {manager.directory}")
-        state, _ = checkpoint.restore(manager, step, abstract_state)
-    return model, state["params"], tokenizer
+        # Parameters only: the optimizer state (and its structure) does not matter here.
+        params, _, missing = checkpoint.load_pretrained_params(
+            workdir, abstract_state["params"], step
+        )
+    if missing:
+        raise ValueError(f"the checkpoint in {workdir} lacks {missing[0]}, which its config needs")
+    return model, params, tokenizer
