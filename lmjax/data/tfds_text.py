@@ -160,3 +160,14 @@ def read_tfds_documents(name, split="train", text_key="text", data_dir="", token
         if sentences:
             documents.append(sentences)
     return documents
+
+
+def read_config_documents(data_config):
+    """`read_tfds_documents` of a config's `data.tfds_name`, with its `tfds_split`,
+    `tfds_text_key` and `tfds_data_dir` keys (or their defaults), as every task reads them."""
+    return read_tfds_documents(
+        data_config.tfds_name,
+        split=data_config.get("tfds_split", "train"),
+        text_key=data_config.get("tfds_text_key", "text"),
+        data_dir=data_config.get("tfds_data_dir", ""),
+    )

@@ -16,12 +16,7 @@ def read_corpus_text(config):
     if config.data.get("tfds_name"):
         from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
 
-        documents = tfds_text.read_tfds_documents(
-            config.data.tfds_name,
-            split=config.data.get("tfds_split", "train"),
-            text_key=config.data.get("tfds_text_key", "text"),
-            data_dir=config.data.get("tfds_data_dir", ""),
-        )
+        documents = tfds_text.read_config_documents(config.data)
         return "\n\n".join(" ".join(sentences) for sentences in documents)
     return corpora.read_text(config.data.path)
 

@@ -36,12 +36,7 @@ def read_corpus_documents(config):
     if config.data.get("tfds_name"):
         from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
 
-        return tfds_text.read_tfds_documents(
-            config.data.tfds_name,
-            split=config.data.get("tfds_split", "train"),
-            text_key=config.data.get("tfds_text_key", "text"),
-            data_dir=config.data.get("tfds_data_dir", ""),
-        )
+        return tfds_text.read_config_documents(config.data)
     documents = []
     for path in config.data.paths:
         documents.extend(text.read_documents(corpora.read_text(path), fmt=config.data.format))

@@ -18,14 +18,14 @@ def run(config, steps=40, warmup=5, real_data=False):
             it = pipeline.train_iterator(
                 data.train_ds, config.batch_size, config.seed, data.batch_fn
             )
-            host_batches = [next(it) for _ in range(8)]
+            batches = [next(it) for _ in range(8)]
         else:
             vocab_size = config.get("vocab_size", 65)
-            host_batches = [task.fake_batch(config, vocab_size)]
+            batches = [task.fake_batch(config, vocab_size)]
         model = task.make_model(config, vocab_size)
         tx, _, shardings, init_sharded = loop.build_state(config, task, model, mesh, rules)
         compiled = loop.compile_steps(config, task, model, tx, shardings, mesh, rules)
-        train_step, batches = compiled.train, host_batches  # host batches: as the loop feeds them
+        train_step = compiled.train  # takes host batches, as the loop feeds them
         state = compiled.place(init_sharded(jax.random.PRNGKey(config.seed)))
 
         start = time.perf_counter()

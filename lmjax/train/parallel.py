@@ -54,15 +54,20 @@ def use_mesh(config, mesh, rules):
             yield
 
 
-def data_parallel_size(mesh, rules):
-    """Number of shards of the batch dimension under `rules`."""
-    spec = nn.logical_to_mesh_axes(("batch",), rules)[0]
-    axes = spec if isinstance(spec, tuple) else (spec,) if spec else ()
-    return math.prod(mesh.shape[a] for a in axes)
+def _axes_size(mesh, axes):
+    """Number of devices along mesh axes `axes` (None, one name, or a tuple of names)."""
+    if axes is None:
+        return 1
+    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
+
+
+def logical_axis_size(name, mesh, rules):
+    """Number of shards `rules` split the logical axis `name` into on `mesh`."""
+    return _axes_size(mesh, nn.logical_to_mesh_axes((name,), rules)[0])
 
 
 def check_batch_size(batch_size, mesh, rules, grad_accum_steps=1):
-    n = data_parallel_size(mesh, rules)
+    n = logical_axis_size("batch", mesh, rules)
     if batch_size % n:
         raise ValueError(
             f"batch_size {batch_size} does not divide over the {n} data-parallel devices "
@@ -102,8 +107,7 @@ def state_shardings(abstract_state, mesh, rules):
                 spec[i] = None
         return NamedSharding(mesh, PartitionSpec(*spec))
 
-    is_box = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
-    shardings = jax.tree_util.tree_map_with_path(fit, abstract_state, shardings, is_leaf=is_box)
+    shardings = jax.tree_util.tree_map_with_path(fit, abstract_state, shardings, is_leaf=_is_box)
     if replicated_dims:
         logging.warning(
             "replicated where the mesh does not divide the dimension: %s",
@@ -112,16 +116,10 @@ def state_shardings(abstract_state, mesh, rules):
     return shardings
 
 
-def _axes_size(mesh, axes):
-    if axes is None:
-        return 1
-    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
-
-
 def check_model_fits_mesh(model_config, mesh, rules):
     """Start-up check: tensor parallelism splits whole attention heads and MLP columns."""
     for name, logical in (("num_heads", "heads"), ("mlp_dim", "mlp")):
-        n = _axes_size(mesh, nn.logical_to_mesh_axes((logical,), rules)[0])
+        n = logical_axis_size(logical, mesh, rules)
         if model_config[name] % n:
             raise ValueError(
                 f"model.{name}={model_config[name]} does not divide over the {n} devices that "
@@ -143,8 +141,11 @@ def to_global_batch(local_batch, sharding):
 
 def unbox(tree):
     """Strips the logical-axis boxes (`nn.Partitioned`) from a params/state tree."""
-    is_box = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
-    return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
+    return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
+
+
+def _is_box(x):
+    return isinstance(x, nn.Partitioned)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +172,8 @@ def pmap_steps(config, task, model, tx, shardings, mesh):
     train_step = pmap(
         step.make_train_step(config, task, model, tx, axis_name="devices"), donate_argnums=0
     )
-    eval_step = pmap(
-        lambda params, b: jax.lax.psum(task.eval_metrics(config, model, params, b), "devices")
-    )
+    eval_metrics = step.make_eval_step(config, task, model)
+    eval_step = pmap(lambda params, b: jax.lax.psum(eval_metrics(params, b), "devices"))
 
     def split(batch):  # [B, ...] -> [devices, B / devices, ...]
         return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
