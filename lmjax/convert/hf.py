@@ -398,7 +398,7 @@ def import_to_workdir(hf_dir, workdir, base_config):
     experiments/sample.py and `export_workdir` read it. Not meant to be resumed in place (the
     checkpoint has no data-iterator position). Returns the task name."""
     from lmjax import tasks
-    from lmjax.train import checkpoint, step
+    from lmjax.train import checkpoint, loop, step
 
     model, variables = import_model(hf_dir)
     hf_config = read_json(os.path.join(hf_dir, CONFIG_FILE))
@@ -423,8 +423,7 @@ def import_to_workdir(hf_dir, workdir, base_config):
     state = step.init_state(fixed, model, step.make_optimizer(config), jax.random.PRNGKey(0), None)
 
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    loop.save_config(config, workdir)
     tokenizer.save(workdir)
     manager = checkpoint.make_manager(workdir, config.checkpoint_max_to_keep)
     checkpoint.save(manager, 0, state, {}, force=True)

@@ -86,7 +86,8 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _save_config(config, workdir):
+def save_config(config, workdir):
+    """The resolved config as WORKDIR/config.json (what `load_config` reads); process 0 writes."""
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
@@ -112,7 +113,7 @@ def train_and_evaluate(config, workdir, devices=None):
 def _train(config, workdir, task, mesh, rules):
     #### Data
     data = task.make_data(config, workdir)
-    _save_config(config, workdir)
+    save_config(config, workdir)
     if jax.process_index() == 0:
         data.tokenizer.save(workdir)
     train_iter = pipeline.train_iterator(
