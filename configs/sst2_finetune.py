@@ -19,11 +19,17 @@ def get_config(arg=None):
     config.task = "classify"  # objective, a key of lmjax.tasks.TASKS
     config.seed = 0
     config.init_from = ""  # a pretraining workdir; empty: from scratch
+    # Parameter-name prefixes initialised afresh instead of loaded, e.g. ("pooler/",).
+    config.init_from_skip = ()
     config.num_classes = 2
 
     config.data = ml_collections.ConfigDict()
     config.data.train_path = "sst2_train"  # embedded name or a `sentence<TAB>label` TSV file
     config.data.eval_path = "sst2_dev"  # any `sentence<TAB>label` TSV with a header row
+    # Training sentences held out (drawn with holdout_seed, the same for every run) and scored as
+    # eval/holdout_accuracy: choose hyperparameters there, never on eval_path. 0: train on all.
+    config.data.holdout_size = 0
+    config.data.holdout_seed = 0
     # From scratch: the pretraining's vocabulary (a like-for-like ablation), or, when empty, one
     # of `vocab_size` trained on the SST-2 training sentences. Ignored with init_from.
     config.data.vocab_path = "wikitext2_vocab_8k"

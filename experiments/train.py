@@ -52,13 +52,18 @@ def _initialize_distributed():
 
 
 def _on_cluster():
-    """Whether one of the environments `jax.distributed.initialize()` auto-detects is present."""
+    """Whether an environment `jax.distributed.initialize()` auto-detects is present and has more
+    than one process (a lone process on such a machine, e.g. one GPU box, stays single)."""
     try:
         from jax._src import clusters  # the detectors initialize() itself uses (private API)
 
-        return any(env.is_env_present() for env in clusters.ClusterEnv._cluster_types)
-    except (ImportError, AttributeError):  # a JAX without them: use --distributed=on
-        return False
+        for env in clusters.ClusterEnv._cluster_types:
+            if env.is_env_present():
+                logging.info("cluster environment detected: %s", env.__name__)
+                return env.get_process_count() > 1
+    except Exception:  # a JAX without them, or a detector that cannot tell: --distributed=on
+        logging.warning("could not read the cluster environment; running as one process")
+    return False
 
 
 def main(argv):

@@ -126,6 +126,67 @@ def test_tsv_reader_rejects_a_malformed_line(tmp_path):
     assert len(sentences) == 872 and set(labels.tolist()) == {0, 1}
 
 
+def _tsv(path, rows):
+    path.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    return str(path)
+
+
+def test_holdout_drops_the_phrases_of_held_out_parse_trees(tmp_path):
+    """SST-2's training set holds every phrase of each parse tree: a held-out sentence's own
+    phrases and the longer phrases around it leave training with it."""
+    tree = "the film is a charming and often funny ride"
+    rows = [
+        (tree, 1),
+        ("the film is a charming and often funny ride , if too long", 1),  # contains it
+        ("charming and often funny", 1),  # inside it
+        ("film", 1),  # inside it (one word)
+        ("a dull and tedious exercise in style over substance", 0),
+        ("dull and tedious", 0),
+        ("a good cast wasted on a bad script", 0),
+    ]
+    rows.append(("a pleasant surprise", 1))
+    sentences, labels = classify.read_labeled_tsv(_tsv(tmp_path / "t.tsv", rows))
+    # Four examples have 8+ words: hold them all out; only the unrelated phrase may train.
+    (train, train_labels), (held, held_labels) = classify.split_holdout(
+        sentences, labels, 4, seed=0, min_words=8
+    )
+    assert train == ["a pleasant surprise"] and train_labels.tolist() == [1]
+    assert held_labels.tolist() == [1, 1, 0, 0] and len(held) == 4
+    # Two of them: the phrases of the trees drawn leave training, the others' stay.
+    (train, _), (held, _) = classify.split_holdout(sentences, labels, 2, seed=0, min_words=8)
+    assert len(held) == 2 and held == classify.split_holdout(sentences, labels, 2, 0, 8)[1][0]
+    for s in sentences:
+        shares_a_tree = any(s in h or h in s for h in held)
+        assert (s in train) == (s not in held and not shares_a_tree), s
+    with pytest.raises(ValueError, match="holdout_size=5: only 4 examples have 8"):
+        classify.split_holdout(sentences, labels, 5, 0, 8)
+
+
+def test_holdout_is_scored_apart_from_the_eval_set(tmp_path, monkeypatch):
+    train = [(f"word{i} " * 12, i % 2) for i in range(40)]
+    config = sst2_finetune.get_config("test")
+    config.data.train_path = _tsv(tmp_path / "train.tsv", train)
+    config.data.eval_path = _tsv(tmp_path / "dev.tsv", [("good", 1), ("bad", 0), ("ok", 1)])
+    config.data.vocab_path = ""
+    config.data.vocab_size = 50
+    config.data.holdout_size = 5
+    data = classify.make_data(config)
+    assert len(data.train_ds) == 35  # no phrase of one example lies inside another here
+    batch = pipeline.eval_batches(data.eval_ds, 16, -1)[0]
+    assert batch["is_holdout"].sum() == 5 and batch["eval_weight"].sum() == 8
+    # A stand-in model that predicts class 1 everywhere: dev accuracy 2/3, holdout its share.
+    logits = np.stack([np.zeros(16), np.ones(16)], -1).astype(np.float32)
+    monkeypatch.setattr(classify, "_losses", lambda *a, **k: (logits, np.zeros(16)))
+    out = {
+        k: float(v / c) for k, (v, c) in classify.eval_metrics(config, None, None, batch).items()
+    }
+    holdout = batch["label"][batch["is_holdout"] > 0]
+    assert out["accuracy"] == pytest.approx(2 / 3)
+    assert out["holdout_accuracy"] == pytest.approx(holdout.mean())
+    config.data.holdout_size = 0
+    assert set(classify.eval_metrics(config, None, None, batch)) == {"loss", "accuracy"}
+
+
 def test_eval_scores_every_example_once():
     config = sst2_finetune.get_config("test")
     data = classify.make_data(config)
@@ -151,6 +212,11 @@ def test_finetuning_loads_the_pretrained_encoder_and_a_fresh_classifier(tmp_path
         loaded, copied, fresh = checkpoint.load_pretrained_params(pretrain, params)
     assert fresh == ["classifier/dense/bias", "classifier/dense/kernel"]
     assert "pooler/dense/kernel" in copied and "block_0/attn/qkv/kernel" in copied
+    # config.init_from_skip: named prefixes keep their fresh init (e.g. a re-initialised pooler).
+    skipped, _, fresh = checkpoint.load_pretrained_params(pretrain, params, skip=("pooler/",))
+    assert fresh == sorted(["classifier/dense/bias", "classifier/dense/kernel",
+                            "pooler/dense/bias", "pooler/dense/kernel"])  # fmt: skip
+    assert np.array_equal(skipped["pooler"]["dense"]["kernel"], params["pooler"]["dense"]["kernel"])
     saved = checkpoint.make_manager(pretrain)
     meta = saved.item_metadata(saved.latest_step())["state"]["params"]
     assert meta["tok_embed"]["embedding"].shape == loaded["tok_embed"]["embedding"].shape

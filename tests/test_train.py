@@ -63,6 +63,37 @@ def test_train_writes_metrics_config_tokenizer_and_checkpoints(workdir):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_metrics_without_tensorflow_still_write_json_lines(tmp_path, monkeypatch):
+    """clu's TensorBoard writer needs TensorFlow; an image without it keeps metrics.jsonl."""
+    monkeypatch.setitem(sys.modules, "clu", None)  # `from clu import ...` raises ImportError
+    writer = metrics.MetricWriter(str(tmp_path))
+    writer.write(1, {"train/loss": 2.5})
+    writer.close()
+    assert metrics.read_metrics(str(tmp_path)) == [{"step": 1, "train/loss": 2.5}]
+    assert not os.path.exists(tmp_path / "tensorboard")
+
+
+def test_a_lone_process_in_a_detected_cluster_runs_alone(monkeypatch):
+    """A cluster environment with one process (mpi4py installed on a GPU box, a one-task SLURM
+    job) must not make train.py call jax.distributed.initialize() without a coordinator."""
+    from jax._src import clusters
+
+    sys.path.insert(0, os.path.join(REPO, "experiments"))
+    try:
+        import train as train_script
+    finally:
+        sys.path.pop(0)
+
+    def env(count):
+        return type("Env", (), {"is_env_present": staticmethod(lambda: True),
+                                "get_process_count": staticmethod(lambda: count)})  # fmt: skip
+
+    monkeypatch.setattr(clusters.ClusterEnv, "_cluster_types", [env(1)])
+    assert not train_script._on_cluster()
+    monkeypatch.setattr(clusters.ClusterEnv, "_cluster_types", [env(4)])
+    assert train_script._on_cluster()
+
+
 def test_learning_rate_schedule_warmup_and_cosine_floor():
     config = tiny_config(num_train_steps=100, warmup_steps=10, learning_rate=1e-3)
     schedule = step.learning_rate_schedule(config)

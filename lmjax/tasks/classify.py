@@ -9,6 +9,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models import bert
@@ -60,9 +61,51 @@ def pretrained_config(config):
     return loop.load_config(config.init_from)
 
 
+def split_holdout(sentences, labels, size, seed, min_words=10):
+    """(train, holdout) parts of a labelled set, to choose hyperparameters on the holdout and
+    never on the eval set (e.g. SST-2 dev).
+
+    `size` examples of at least `min_words` words are drawn with `seed`. SST-2's training set
+    holds every phrase of its parse trees, so a held-out sentence's phrases and the longer
+    phrases around it would leak its label: training drops every example that lies inside a
+    held-out one or contains one (word-level)."""
+    words = [s.split() for s in sentences]
+    candidates = np.flatnonzero([len(w) >= min_words for w in words])
+    if not 0 <= size <= len(candidates):
+        raise ValueError(
+            f"data.holdout_size={size}: only {len(candidates)} examples have {min_words}+ words"
+        )
+    chosen = np.sort(np.random.default_rng(seed).choice(candidates, size, replace=False))
+    held = {" ".join(words[i]) for i in chosen}
+    inside = {" ".join(words[i][a:b]) for i in chosen for a, b in _spans(len(words[i]), 1)}
+
+    def leaks(w):
+        if " ".join(w) in inside:
+            return True
+        return any(" ".join(w[a:b]) in held for a, b in _spans(len(w), min_words))
+
+    is_chosen = np.zeros(len(sentences), bool)
+    is_chosen[chosen] = True
+    train = [i for i in range(len(sentences)) if not is_chosen[i] and not leaks(words[i])]
+    if size:
+        logging.info(
+            "holdout: %d examples; %d training examples sharing their parse trees dropped",
+            size, len(sentences) - size - len(train),
+        )  # fmt: skip
+    return [([sentences[i] for i in idx], labels[idx]) for idx in (np.asarray(train, int), chosen)]
+
+
+def _spans(n, min_len):
+    return ((a, b) for a in range(n) for b in range(a + min_len, n + 1))
+
+
 def make_data(config, workdir=None):
     train_sentences, train_labels = read_labeled_tsv(config.data.train_path)
     eval_sentences, eval_labels = read_labeled_tsv(config.data.eval_path)
+    holdout_size = config.data.get("holdout_size", 0)
+    (train_sentences, train_labels), (holdout_sentences, holdout_labels) = split_holdout(
+        train_sentences, train_labels, holdout_size, config.data.get("holdout_seed", 0)
+    )
     if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
         tokenizer = tokenizers.load_tokenizer(workdir)  # resuming
     elif config.get("init_from"):
@@ -76,9 +119,16 @@ def make_data(config, workdir=None):
             train_sentences, config.data.vocab_size, lowercase=True
         )
     encode = lambda s, y: encode_examples(s, y, tokenizer, config.seq_len)  # noqa: E731
+    # One eval pass scores both sets: `is_holdout` tells eval_metrics which is which.
+    eval_set = encode(
+        eval_sentences + holdout_sentences, np.concatenate([eval_labels, holdout_labels])
+    )
+    eval_set["is_holdout"] = (np.arange(len(eval_set["label"])) >= len(eval_sentences)).astype(
+        np.float32
+    )
     return pipeline.TaskData(
         train_ds=pipeline.rows(encode(train_sentences, train_labels)),
-        eval_ds=pipeline.rows(encode(eval_sentences, eval_labels)),
+        eval_ds=pipeline.rows(eval_set),
         tokenizer=tokenizer,
         vocab_size=tokenizer.vocab_size,
     )
@@ -136,14 +186,20 @@ def loss_fn(config, model, params, batch, rng, train=True, counts=None):
 
 
 def eval_metrics(config, model, params, batch):
+    """`loss` / `accuracy` on `data.eval_path`; with `data.holdout_size`, also `holdout_loss` /
+    `holdout_accuracy` on the training examples held out for model selection."""
     logits_BxC, losses_B = _losses(model, params, batch)
     correct_B = jnp.argmax(logits_BxC, -1) == batch["label"]
     weight_B = batch["eval_weight"]  # 0 for padding rows: every example counts once
-    count = jnp.sum(weight_B)
-    return {
-        "loss": (jnp.sum(losses_B * weight_B), count),
-        "accuracy": (jnp.sum(correct_B * weight_B), count),
-    }
+    holdout_B = batch["is_holdout"]
+    metrics = {}
+    for prefix, w_B in (("", weight_B * (1 - holdout_B)), ("holdout_", weight_B * holdout_B)):
+        if prefix and not config.data.get("holdout_size", 0):
+            continue
+        count = jnp.sum(w_B)
+        metrics[prefix + "loss"] = (jnp.sum(losses_B * w_B), count)
+        metrics[prefix + "accuracy"] = (jnp.sum(correct_B * w_B), count)
+    return metrics
 
 
 def flops_per_token(config, num_params, vocab_size):

@@ -78,10 +78,11 @@ def _flatten(tree):
     return [(jax.tree_util.keystr(path, simple=True, separator="/"), leaf) for path, leaf in flat]
 
 
-def load_pretrained_params(workdir, params, step=None):
+def load_pretrained_params(workdir, params, step=None, skip=()):
     """`params` with every parameter that WORKDIR's checkpoint (the latest unless `step`) also has
     replaced by the saved one (same path, same shape, same sharding as `params`); the rest keep
-    their init. Only parameters are read, never the optimizer state.
+    their init, as do those whose name starts with one of `skip` (e.g. "pooler/"). Only
+    parameters are read, never the optimizer state.
     Returns (params, names copied, names initialised)."""
     manager = ocp.CheckpointManager(  # read-only; PyTree handler for a partial restore
         os.path.abspath(os.path.join(workdir, "checkpoints")),
@@ -93,7 +94,7 @@ def load_pretrained_params(workdir, params, step=None):
     saved_meta = dict(_flatten(manager.item_metadata(step)["state"]["params"]))
     target = {}
     for name, leaf in _flatten(params):
-        if name in saved_meta:
+        if name in saved_meta and not name.startswith(tuple(skip)):
             if tuple(saved_meta[name].shape) != tuple(leaf.shape):
                 raise ValueError(
                     f"init_from {workdir}: params/{name} has shape {tuple(saved_meta[name].shape)}"

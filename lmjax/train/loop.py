@@ -137,7 +137,7 @@ def _train(config, workdir, task, mesh, rules):
         state = init_sharded(jax.random.PRNGKey(config.seed))
         if config.get("init_from"):  # fine-tuning: shared weights from a pretraining workdir
             state["params"], copied, fresh = checkpoint.load_pretrained_params(
-                config.init_from, state["params"]
+                config.init_from, state["params"], skip=config.get("init_from_skip", ())
             )
             logging.info(
                 "init_from %s: %d tensors loaded; initialised afresh: %s",

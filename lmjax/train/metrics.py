@@ -6,6 +6,7 @@ import math
 import os
 
 import jax
+from absl import logging
 
 
 class MetricWriter:
@@ -14,9 +15,12 @@ class MetricWriter:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if self.enabled:
-            from clu import metric_writers  # imports TensorFlow: only where metrics are written
-
-            self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+            try:  # clu's writer imports TensorFlow: only where metrics are written
+                from clu import metric_writers
+            except ImportError as e:  # e.g. a GPU image without TensorFlow: keep the JSON lines
+                logging.warning("no TensorBoard files (%s); metrics.jsonl only", e)
+            else:
+                self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def truncate_after(self, step):
         """Drops records after `step`: a resumed run rewrites them, so the file has no repeats."""
@@ -33,7 +37,10 @@ class MetricWriter:
         metrics = {k: float(v) for k, v in metrics.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": int(step), **metrics}, allow_nan=True) + "\n")
-        self._tb.write_scalars(int(step), {k: v for k, v in metrics.items() if math.isfinite(v)})
+        if self._tb is not None:
+            self._tb.write_scalars(
+                int(step), {k: v for k, v in metrics.items() if math.isfinite(v)}
+            )
 
     def flush(self):
         if self._tb is not None:
