@@ -95,16 +95,18 @@ class Table:
         """[(label, {column: value or None when unset}, rows)], in order of first appearance."""
         groups = {}
         for row in self.rows:
-            key = tuple(_value(row.get(c)) for c in self.group_columns)
+            # Runs started from another run and runs that were not (from scratch) never merge.
+            started_from = tuple(bool(row.get(c)) for c in self.references)
+            key = (started_from, *(_value(row.get(c)) for c in self.group_columns))
             groups.setdefault(key, []).append(row)
         out = []
-        for key, rows in groups.items():
+        for (_, *key), rows in groups.items():
             values = dict(zip(self.group_columns, key, strict=True))
-            orphan = "run" not in rows[0]  # a second-stage run started from no first-stage point
-            unset = all(v is None for v in key)
-            out.append(
-                ("(no first-stage run)" if orphan and unset else label(values), values, rows)
-            )
+            text = label(values)
+            if "run" not in rows[0]:  # second-stage runs started from no first-stage point
+                unset = all(v is None for v in key)
+                text = "(no first-stage run)" if unset else f"{text} (no first-stage run)"
+            out.append((text, values, rows))
         return out
 
 
@@ -165,7 +167,8 @@ def collate(root):
             row[prefix + key] = value
 
     for run in first:
-        kids = children.pop(run["point"]["name"], []) if run["point"] else []
+        # A first-stage run dir copied in by hand has no point record: its directory is its name.
+        kids = children.pop(run["point"]["name"] if run["point"] else run["rel"], [])
         for kid in kids or [None]:
             row = {}
             add(run, "", row)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lmjax import sweep
+from lmjax import results, sweep
 from tests.conftest import CONFIGS, REPO, run_script, script_env
 
 GPT_TEST = f"{os.path.join(CONFIGS, 'gpt_shakespeare_char.py')}:test"
@@ -206,3 +206,31 @@ def test_two_stage_sweep_finetunes_from_each_point(tmp_path):
     assert row["run"] == "seed=0" and row["finetune/run"] == os.path.join("finetune", "seed=0")
     assert float(row["eval/loss"]) > 0 and float(row["finetune/eval/loss"]) > 0
     assert os.path.exists(os.path.join(workdir, "curves_finetune.png"))
+
+
+def test_fine_tuned_and_scratch_runs_with_equal_settings_are_separate_groups():
+    """A second stage's scratch arm (init_from="") shares every other override with the
+    fine-tuned arm; mean ± std must not pool the two."""
+    rows = []
+    for seed in (0, 1):
+        for parent in ("seed=0", ""):
+            row = {
+                "finetune/init_from": parent,
+                "finetune/learning_rate": 3e-4,
+                "finetune/seed": seed,
+                "finetune/eval/accuracy": 0.8 if parent else 0.7,
+            }
+            if parent:
+                row["run"] = parent
+            rows.append(row)
+    table = results.Table(
+        rows,
+        ["finetune/init_from", "finetune/learning_rate", "finetune/seed"],
+        ["finetune/init_from"],
+        ["finetune/eval/accuracy"],
+    )
+    groups = {text: [r["finetune/eval/accuracy"] for r in rs] for text, _, rs in table.groups()}
+    assert groups == {
+        "finetune/learning_rate=0.0003": [0.8, 0.8],
+        "finetune/learning_rate=0.0003 (no first-stage run)": [0.7, 0.7],
+    }
