@@ -175,7 +175,7 @@ def plot_metrics_vs_axes(table, metrics, root):
         for row in table.rows:
             if row.get(axis) is None:
                 continue
-            setting = results.label({c: row.get(c) for c in others})
+            setting = results.setting_label({c: row.get(c) for c in others}, row)
             x = row[axis] if numeric else categories.index(results._text(row[axis]))
             series.setdefault(setting, {}).setdefault(x, []).append(row)
         cols = min(len(metrics), 3)
@@ -189,7 +189,7 @@ def plot_metrics_vs_axes(table, metrics, root):
                 if keep:
                     x, m, s = zip(*keep, strict=True)
                     ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color=f"C{i % 10}",
-                                label=setting if others else None)  # fmt: skip
+                                label=setting if len(series) > 1 else None)  # fmt: skip
             if numeric and min(values) > 0 and max(values) >= 10 * min(values):
                 ax.set_xscale("log")
                 ax.minorticks_off()
@@ -202,8 +202,12 @@ def plot_metrics_vs_axes(table, metrics, root):
             ax.grid(alpha=0.3)
         for ax in list(axs.flat)[len(metrics) :]:
             ax.axis("off")
-        if others:
-            axs.flat[0].legend(fontsize=7)
+        if len(series) > 1:  # every series, also those missing from the first panels
+            handles = {}
+            for ax in axs.flat:
+                for h, text in zip(*ax.get_legend_handles_labels(), strict=True):
+                    handles.setdefault(text, h)
+            axs.flat[0].legend(handles.values(), handles.keys(), fontsize=7)
         name = "vs_" + axis.replace("/", "_") + ".png"
         paths.append(_save(fig, os.path.join(root, name)))
     return paths

@@ -95,19 +95,26 @@ class Table:
         """[(label, {column: value or None when unset}, rows)], in order of first appearance."""
         groups = {}
         for row in self.rows:
-            # Runs started from another run and runs that were not (from scratch) never merge.
-            started_from = tuple(bool(row.get(c)) for c in self.references)
-            key = (started_from, *(_value(row.get(c)) for c in self.group_columns))
+            # Second-stage runs started from no first-stage run (from scratch) never merge with
+            # the others: their "run" column (the first stage's) is empty.
+            key = ("run" in row, *(_value(row.get(c)) for c in self.group_columns))
             groups.setdefault(key, []).append(row)
         out = []
         for (_, *key), rows in groups.items():
             values = dict(zip(self.group_columns, key, strict=True))
-            text = label(values)
-            if "run" not in rows[0]:  # second-stage runs started from no first-stage point
-                unset = all(v is None for v in key)
-                text = "(no first-stage run)" if unset else f"{text} (no first-stage run)"
-            out.append((text, values, rows))
+            out.append((setting_label(values, rows[0]), values, rows))
         return out
+
+
+def setting_label(values, row):
+    """`label(values)`, saying so when `row` is a second-stage run started from no first-stage
+    run (from scratch), or naming the first-stage run when nothing else tells them apart."""
+    unset = all(v is None for v in values.values())
+    if "run" not in row:
+        return "(no first-stage run)" if unset else f"{label(values)} (no first-stage run)"
+    if unset and any(k.endswith("/run") for k in row):
+        return f"after {row['run']}"
+    return label(values)
 
 
 def label(values):
