@@ -30,6 +30,8 @@ def get_config(arg=None):
     # eval/holdout_accuracy: choose hyperparameters there, never on eval_path. 0: train on all.
     config.data.holdout_size = 0
     config.data.holdout_seed = 0
+    # >0: train on a fixed random subset of this many sentences (after the holdout): few labels.
+    config.data.train_examples = 0
     # From scratch: the pretraining's vocabulary (a like-for-like ablation), or, when empty, one
     # of `vocab_size` trained on the SST-2 training sentences. Ignored with init_from.
     config.data.vocab_path = "wikitext2_vocab_8k"

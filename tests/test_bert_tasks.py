@@ -172,6 +172,14 @@ def test_holdout_is_scored_apart_from_the_eval_set(tmp_path, monkeypatch):
     config.data.holdout_size = 5
     data = classify.make_data(config)
     assert len(data.train_ds) == 35  # no phrase of one example lies inside another here
+    config.data.train_examples = 10  # few labels: a fixed subset of the 35
+    few = [classify.make_data(config).train_ds for _ in range(2)]
+    assert len(few[0]) == 10
+    assert [r["input_ids"].tolist() for r in few[0]] == [r["input_ids"].tolist() for r in few[1]]
+    config.data.train_examples = 36
+    with pytest.raises(ValueError, match=r"train_examples=36 must be in \[1, 35\]"):
+        classify.make_data(config)
+    config.data.train_examples = 0
     batch = pipeline.eval_batches(data.eval_ds, 16, -1)[0]
     assert batch["is_holdout"].sum() == 5 and batch["eval_weight"].sum() == 8
     # A stand-in model that predicts class 1 everywhere: dev accuracy 2/3, holdout its share.

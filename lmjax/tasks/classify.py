@@ -95,6 +95,12 @@ def split_holdout(sentences, labels, size, seed, min_words=10):
     return [([sentences[i] for i in idx], labels[idx]) for idx in (np.asarray(train, int), chosen)]
 
 
+def _subset(n, size):
+    if not 0 < size <= n:
+        raise ValueError(f"data.train_examples={size} must be in [1, {n}] (training examples)")
+    return np.sort(np.random.default_rng(0).permutation(n)[:size])
+
+
 def _spans(n, min_len):
     return ((a, b) for a in range(n) for b in range(a + min_len, n + 1))
 
@@ -106,6 +112,9 @@ def make_data(config, workdir=None):
     (train_sentences, train_labels), (holdout_sentences, holdout_labels) = split_holdout(
         train_sentences, train_labels, holdout_size, config.data.get("holdout_seed", 0)
     )
+    if config.data.get("train_examples", 0):  # a few-label regime: a fixed random subset
+        keep = _subset(len(train_sentences), config.data.train_examples)
+        train_sentences, train_labels = [train_sentences[i] for i in keep], train_labels[keep]
     if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
         tokenizer = tokenizers.load_tokenizer(workdir)  # resuming
     elif config.get("init_from"):
