@@ -10,7 +10,7 @@ import pytest
 from configs import bert_tiny_wikitext, sst2_finetune
 from lmjax.data import pipeline
 from lmjax.tasks import classify, mlm_nsp
-from lmjax.train import checkpoint, loop, metrics, parallel
+from lmjax.train import checkpoint, inference, loop, metrics, parallel
 from tests.conftest import override
 
 
@@ -234,6 +234,10 @@ def test_finetuning_loads_the_pretrained_encoder_and_a_fresh_classifier(tmp_path
     # The fine-tuning run itself (vocabulary from the pretraining workdir) trains and evaluates.
     final = loop.train_and_evaluate(config, str(tmp_path / "finetune"))
     assert 0.0 <= final["eval/accuracy"] <= 1.0
+    # The fine-tuned workdir records the pretrained architecture: it loads without init_from.
+    shutil.rmtree(pretrain)
+    model, params, _ = inference.load_model(str(tmp_path / "finetune"), task="classify")
+    assert model.cfg.emb_dim == 32 and params["classifier"]["dense"]["kernel"].shape == (32, 2)
 
 
 def test_init_from_with_other_shapes_names_the_parameter(tmp_path):

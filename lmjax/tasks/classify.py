@@ -7,6 +7,7 @@ With `config.init_from=PRETRAIN_WORKDIR` the encoder's architecture, vocabulary 
 import os
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import logging
@@ -53,12 +54,17 @@ def encode_examples(sentences, labels, tokenizer, seq_len):
 
 
 def pretrained_config(config):
-    """The config.json of `config.init_from`, or None."""
+    """What this run needs of `config.init_from`'s config (its `model` and `seq_len`), or None
+    without init_from. `make_data` records it in the run's own config (`pretrained`, saved in
+    its config.json), so a fine-tuned workdir rebuilds its model after init_from is gone."""
     if not config.get("init_from"):
         return None
-    from lmjax.train import loop
+    if config.get("pretrained") is None:
+        from lmjax.train import loop
 
-    return loop.load_config(config.init_from)
+        source = loop.load_config(config.init_from)
+        return ml_collections.ConfigDict({"model": source.model, "seq_len": source.seq_len})
+    return config.pretrained
 
 
 def split_holdout(sentences, labels, size, seed, min_words=10):
@@ -115,6 +121,9 @@ def make_data(config, workdir=None):
     if config.data.get("train_examples", 0):  # a few-label regime: a fixed random subset
         keep = _subset(len(train_sentences), config.data.train_examples)
         train_sentences, train_labels = [train_sentences[i] for i in keep], train_labels[keep]
+    if config.get("init_from") and config.get("pretrained") is None:
+        with config.unlocked():
+            config.pretrained = pretrained_config(config)
     if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
         tokenizer = tokenizers.load_tokenizer(workdir)  # resuming
     elif config.get("init_from"):
