@@ -75,11 +75,14 @@ def split_holdout(sentences, labels, size, seed, min_words=10):
     holds every phrase of its parse trees, so a held-out sentence's phrases and the longer
     phrases around it would leak its label: training drops every example that lies inside a
     held-out one or contains one (word-level)."""
+    if size == 0:
+        return [(sentences, labels), ([], labels[:0])]
     words = [s.split() for s in sentences]
     candidates = np.flatnonzero([len(w) >= min_words for w in words])
     if not 0 <= size <= len(candidates):
         raise ValueError(
-            f"data.holdout_size={size}: only {len(candidates)} examples have {min_words}+ words"
+            f"data.holdout_size={size} must be in [0, {len(candidates)}] (the training "
+            f"examples of {min_words}+ words)"
         )
     chosen = np.sort(np.random.default_rng(seed).choice(candidates, size, replace=False))
     held = {" ".join(words[i]) for i in chosen}
@@ -93,11 +96,10 @@ def split_holdout(sentences, labels, size, seed, min_words=10):
     is_chosen = np.zeros(len(sentences), bool)
     is_chosen[chosen] = True
     train = [i for i in range(len(sentences)) if not is_chosen[i] and not leaks(words[i])]
-    if size:
-        logging.info(
-            "holdout: %d examples; %d training examples sharing their parse trees dropped",
-            size, len(sentences) - size - len(train),
-        )  # fmt: skip
+    logging.info(
+        "holdout: %d examples; %d training examples sharing their parse trees dropped",
+        size, len(sentences) - size - len(train),
+    )  # fmt: skip
     return [([sentences[i] for i in idx], labels[idx]) for idx in (np.asarray(train, int), chosen)]
 
 
