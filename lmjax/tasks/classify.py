@@ -123,7 +123,7 @@ def make_data(config, workdir=None):
     if config.data.get("train_examples", 0):  # a few-label regime: a fixed random subset
         keep = _subset(len(train_sentences), config.data.train_examples)
         train_sentences, train_labels = [train_sentences[i] for i in keep], train_labels[keep]
-    if config.get("init_from") and config.get("pretrained") is None:
+    if config.get("init_from"):  # recorded in the run's config.json (see pretrained_config)
         with config.unlocked():
             config.pretrained = pretrained_config(config)
     if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
@@ -211,11 +211,11 @@ def eval_metrics(config, model, params, batch):
     logits_BxC, losses_B = _losses(model, params, batch)
     correct_B = jnp.argmax(logits_BxC, -1) == batch["label"]
     weight_B = batch["eval_weight"]  # 0 for padding rows: every example counts once
-    holdout_B = batch["is_holdout"]
+    parts = {"": weight_B * (1 - batch["is_holdout"])}
+    if config.data.get("holdout_size", 0):
+        parts["holdout_"] = weight_B * batch["is_holdout"]
     metrics = {}
-    for prefix, w_B in (("", weight_B * (1 - holdout_B)), ("holdout_", weight_B * holdout_B)):
-        if prefix and not config.data.get("holdout_size", 0):
-            continue
+    for prefix, w_B in parts.items():
         count = jnp.sum(w_B)
         metrics[prefix + "loss"] = (jnp.sum(losses_B * w_B), count)
         metrics[prefix + "accuracy"] = (jnp.sum(correct_B * w_B), count)
