@@ -1,4 +1,5 @@
-"""Config blocks every experiment shares, so configs/*.py show only what they choose."""
+"""Config blocks every experiment shares (so configs/*.py show only what they choose), and the
+defaults of keys added after a config or workdir was written."""
 
 import ml_collections
 
@@ -30,4 +31,62 @@ def shrink_for_test(config):
     config.eval_every_steps = 3
     config.eval_steps = 2
     config.checkpoint_every_steps = 3
+    return config
+
+
+# Keys lmjax added after configs (and workdirs' config.json files) existed without them, with the
+# value that keeps the old behaviour. The code reads them as `config.KEY`; `fill_defaults` is what
+# makes that safe for an older config file or workdir.
+DEFAULTS = {
+    "": {
+        "init_from": "",
+        "init_from_skip": (),
+        "use_pmap": False,
+        "grad_accum_steps": 1,
+    },
+    "clm": {
+        "data.tokenizer": "char",
+        "data.tokenizer_train_chars": 0,
+        "data.tfds_name": "",
+        "data.tfds_split": "train",
+        "data.tfds_text_key": "text",
+        "data.tfds_data_dir": "",
+    },
+    "mlm_nsp": {
+        "data.vocab_path": "",
+        "data.tfds_name": "",
+        "data.tfds_split": "train",
+        "data.tfds_text_key": "text",
+        "data.tfds_data_dir": "",
+    },
+    "classify": {
+        "data.holdout_size": 0,
+        "data.holdout_seed": 0,
+        "data.train_examples": 0,
+    },
+}
+
+
+def fill_defaults(config):
+    """Sets each key of DEFAULTS (common and the config's task's) that `config` lacks, in place;
+    returns {key: default} of those it set."""
+    added = {}
+    for key, value in {**DEFAULTS[""], **DEFAULTS.get(config.get("task"), {})}.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p)
+            if node is None:
+                break
+        if node is not None and leaf not in node:
+            with node.unlocked():
+                node[leaf] = value
+            added[key] = value
+    return added
+
+
+def with_defaults(config):
+    """A copy of `config` with `fill_defaults` applied."""
+    config = config.copy_and_resolve_references()
+    fill_defaults(config)
     return config

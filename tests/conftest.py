@@ -38,6 +38,13 @@ def override(config, **overrides):
     return config
 
 
+def make_task(config):
+    """The task of `config`, resolved as a run resolves it."""
+    from lmjax import tasks
+
+    return tasks.get_task(tasks.resolve_config(config))
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return str(tmp_path / "workdir")

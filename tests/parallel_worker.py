@@ -14,7 +14,8 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lmjax.train import loop, metrics  # noqa: E402
+from lmjax import workdir as workdir_lib  # noqa: E402
+from lmjax.train import build, loop  # noqa: E402
 from tests.conftest import override, tiny_config  # noqa: E402
 
 STEPS = 10
@@ -50,11 +51,9 @@ RESUMED = {
 def param_shards(config, devices):
     """Each parameter's sharding, as the shape of the piece device 0 holds, in the state the
     loop creates."""
-    task, mesh, rules = loop.setup(config, devices)
-    with jax.set_mesh(mesh):
-        model = task.make_model(config, 65)
-        _, _, _, init = loop.build_state(config, task, model, mesh, rules)
-        params = init(jax.random.PRNGKey(0))["params"]
+    s = build.setup(config, devices)
+    with jax.set_mesh(s.mesh):
+        params = build.build(s, s.task.make_model(65)).init(jax.random.PRNGKey(0))["params"]
     flat = {
         jax.tree_util.keystr(p, simple=True, separator="/"): x
         for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
@@ -68,7 +67,7 @@ def main(out_dir):
         config = override(tiny_config(**BASE), **overrides)
         workdir = os.path.join(out_dir, name)
         loop.train_and_evaluate(config, workdir, devices=jax.devices()[:n])
-        losses = [r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r]
+        losses = [r["train/loss"] for r in workdir_lib.read_metrics(workdir) if "train/loss" in r]
         results[name] = {"losses": losses, "shards": param_shards(config, jax.devices()[:n])}
     # Resharding restore: fsdp=8's step-5 checkpoint resumed under other meshes.
     for name, (overrides, n) in RESUMED.items():
@@ -77,7 +76,7 @@ def main(out_dir):
         shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))
         config = override(tiny_config(**BASE), **overrides)
         loop.train_and_evaluate(config, workdir, devices=jax.devices()[:n])
-        losses = [r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r]
+        losses = [r["train/loss"] for r in workdir_lib.read_metrics(workdir) if "train/loss" in r]
         results[name] = {"losses": losses}
     print("RESULTS " + json.dumps(results))
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lmjax.train import flops
+from lmjax import flops
 from tests.conftest import CONFIGS, run_script
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from configs import bert_tiny_wikitext, sst2_finetune
+from lmjax import workdir as workdir_lib
 from lmjax.data import pipeline
 from lmjax.tasks import classify, mlm_nsp
-from lmjax.train import checkpoint, inference, loop, metrics, parallel
-from tests.conftest import override
+from lmjax.train import build, checkpoint, inference, loop, parallel
+from tests.conftest import make_task, override
 
 
 def _bert_config(**overrides):
@@ -24,12 +25,12 @@ def _bert_config(**overrides):
 
 
 def _losses(workdir, key="train/loss"):
-    return {r["step"]: r[key] for r in metrics.read_metrics(workdir) if key in r}
+    return {r["step"]: r[key] for r in workdir_lib.read_metrics(workdir) if key in r}
 
 
 def _model_and_params(config, data):
-    task = mlm_nsp
-    model = task.make_model(config, data.vocab_size)
+    task = make_task(config)
+    model = task.make_model(data.vocab_size)
     batch = pipeline.eval_batches(data.eval_ds, config.batch_size, 1)[0]
     params = parallel.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
     return model, params, batch
@@ -37,7 +38,7 @@ def _model_and_params(config, data):
 
 def test_mlm_loss_ignores_unmasked_and_padded_positions():
     config = _bert_config()
-    data = mlm_nsp.make_data(config)
+    data = make_task(config).make_data()
     model, params, batch = _model_and_params(config, data)
     # Pad the last 8 positions of every row: no attention to them, no predictions there.
     t = batch["input_ids"].shape[1]
@@ -45,31 +46,31 @@ def test_mlm_loss_ignores_unmasked_and_padded_positions():
     weights = batch["masked_lm_weights"] * (batch["masked_lm_positions"] < t - 8)
     weights[:, -1] = 0.0  # and an unused prediction slot in every row
     batch["masked_lm_weights"] = weights
-    loss = mlm_nsp.loss_fn(config, model, params, batch, None, train=False)[1]["mlm_loss"]
+    loss = make_task(config).loss_fn(model, params, batch, None, train=False)[1]["mlm_loss"]
 
     # Labels at weight-0 prediction slots do not count.
     changed = dict(batch, masked_lm_ids=np.where(weights > 0, batch["masked_lm_ids"], 7))
-    again = mlm_nsp.loss_fn(config, model, params, changed, None, train=False)[1]["mlm_loss"]
+    again = make_task(config).loss_fn(model, params, changed, None, train=False)[1]["mlm_loss"]
     np.testing.assert_allclose(again, loss, rtol=1e-6)
     # Tokens at padded positions (attention_mask 0) do not change any prediction.
     pad = batch["attention_mask"] == 0
     assert pad.any()
     changed = dict(batch, input_ids=np.where(pad, 5, batch["input_ids"]))
-    again = mlm_nsp.loss_fn(config, model, params, changed, None, train=False)[1]["mlm_loss"]
+    again = make_task(config).loss_fn(model, params, changed, None, train=False)[1]["mlm_loss"]
     np.testing.assert_allclose(again, loss, rtol=1e-5)
     # A real masked label does count.
     first = np.argwhere(weights > 0)[0]
     labels = batch["masked_lm_ids"].copy()
     labels[tuple(first)] = (labels[tuple(first)] + 1) % data.vocab_size
-    again = mlm_nsp.loss_fn(config, model, params, dict(batch, masked_lm_ids=labels), None, False)[
-        1
-    ]
+    again = make_task(config).loss_fn(
+        model, params, dict(batch, masked_lm_ids=labels), None, False
+    )[1]
     assert not np.isclose(again["mlm_loss"], loss)
 
 
 def test_eval_set_is_identical_across_runs_and_train_seeds():
-    a = mlm_nsp.make_data(_bert_config())
-    b = mlm_nsp.make_data(_bert_config(seed=5))
+    a = make_task(_bert_config()).make_data()
+    b = make_task(_bert_config(seed=5)).make_data()
     ea = pipeline.eval_batches(a.eval_ds, 8, -1)
     eb = pipeline.eval_batches(b.eval_ds, 8, -1)
     assert len(ea) == len(eb) > 1
@@ -80,7 +81,7 @@ def test_eval_set_is_identical_across_runs_and_train_seeds():
 
 def test_dynamic_masking_gives_an_instance_new_masks_each_epoch():
     config = _bert_config()
-    data = mlm_nsp.make_data(config)
+    data = make_task(config).make_data()
     n = len(data.train_ds)
     it = pipeline.train_iterator(data.train_ds, n // 2, config.seed, data.batch_fn)
     epochs = [[next(it) for _ in range(2)] for _ in range(2)]
@@ -170,34 +171,34 @@ def test_holdout_is_scored_apart_from_the_eval_set(tmp_path, monkeypatch):
     config.data.vocab_path = ""
     config.data.vocab_size = 50
     config.data.holdout_size = 5
-    data = classify.make_data(config)
+    data = make_task(config).make_data()
     assert len(data.train_ds) == 35  # no phrase of one example lies inside another here
     config.data.train_examples = 10  # few labels: a fixed subset of the 35
-    few = [classify.make_data(config) for _ in range(2)]  # the same 10 sentences each time
+    few = [make_task(config).make_data() for _ in range(2)]  # the same 10 sentences each time
     texts = [[d.tokenizer.decode(list(r["input_ids"])) for r in d.train_ds] for d in few]
     assert len(texts[0]) == 10 and texts[0] == texts[1]
     config.data.train_examples = 36
     with pytest.raises(ValueError, match=r"train_examples=36 must be in \[1, 35\]"):
-        classify.make_data(config)
+        make_task(config).make_data()
     config.data.train_examples = 0
     batch = pipeline.eval_batches(data.eval_ds, 16, -1)[0]
     assert batch["is_holdout"].sum() == 5 and batch["eval_weight"].sum() == 8
     # A stand-in model that predicts class 1 everywhere: dev accuracy 2/3, holdout its share.
     logits = np.stack([np.zeros(16), np.ones(16)], -1).astype(np.float32)
-    monkeypatch.setattr(classify, "_losses", lambda *a, **k: (logits, np.zeros(16)))
+    monkeypatch.setattr(classify.Classify, "_losses", lambda *a, **k: (logits, np.zeros(16)))
     out = {
-        k: float(v / c) for k, (v, c) in classify.eval_metrics(config, None, None, batch).items()
+        k: float(v / c) for k, (v, c) in make_task(config).eval_metrics(None, None, batch).items()
     }
     holdout = batch["label"][batch["is_holdout"] > 0]
     assert out["accuracy"] == pytest.approx(2 / 3)
     assert out["holdout_accuracy"] == pytest.approx(holdout.mean())
     config.data.holdout_size = 0
-    assert set(classify.eval_metrics(config, None, None, batch)) == {"loss", "accuracy"}
+    assert set(make_task(config).eval_metrics(None, None, batch)) == {"loss", "accuracy"}
 
 
 def test_eval_scores_every_example_once():
     config = sst2_finetune.get_config("test")
-    data = classify.make_data(config)
+    data = make_task(config).make_data()
     batches = pipeline.eval_batches(data.eval_ds, 32, -1)
     assert (
         sum(b["eval_weight"].sum() for b in batches) == 872
@@ -210,13 +211,12 @@ def test_finetuning_loads_the_pretrained_encoder_and_a_fresh_classifier(tmp_path
     config = sst2_finetune.get_config("test")
     config.init_from = pretrain
     config.num_train_steps = 1
-    task, mesh, rules = loop.setup(config)
-    with jax.set_mesh(mesh):
-        data = classify.make_data(config)
-        model = classify.make_model(config, data.vocab_size)
+    s = build.setup(config)
+    with s.activate():
+        data = s.task.make_data()
+        model = s.task.make_model(data.vocab_size)
         assert model.cfg.num_layers == 1 and model.cfg.emb_dim == 32  # the checkpoint's sizes
-        _, _, _, init = loop.build_state(config, task, model, mesh, rules)
-        params = init(jax.random.PRNGKey(0))["params"]
+        params = build.build(s, model).init(jax.random.PRNGKey(0))["params"]
         loaded, copied, fresh = checkpoint.load_pretrained_params(pretrain, params)
     assert fresh == ["classifier/dense/bias", "classifier/dense/kernel"]
     assert "pooler/dense/kernel" in copied and "block_0/attn/qkv/kernel" in copied
@@ -256,7 +256,7 @@ def test_static_whole_word_masking_trains(tmp_path):
     config = _bert_config(
         **{"data.dynamic_masking": False, "data.whole_word_masking": True, "data.dupe_factor": 2}
     )
-    data = mlm_nsp.make_data(config)
+    data = make_task(config).make_data()
     assert data.batch_fn is None
     rows = [data.train_ds[i] for i in range(20)]
     assert set(rows[0]) == set(mlm_nsp.MODEL_KEYS)

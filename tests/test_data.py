@@ -5,7 +5,7 @@ import pytest
 
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.tasks import clm
-from tests.conftest import tiny_config
+from tests.conftest import make_task, tiny_config
 
 
 def test_char_tokenizer_matches_nanogpt_vocabulary_and_round_trips(tmp_path):
@@ -21,7 +21,7 @@ def test_char_tokenizer_matches_nanogpt_vocabulary_and_round_trips(tmp_path):
 
 
 def test_clm_bpe_tokenizer_trains_round_trips_and_is_kept_by_the_workdir(tmp_path):
-    config = tiny_config(**{"data.tokenizer": "bpe", "data.vocab_size": 300})
+    config = make_task(tiny_config(**{"data.tokenizer": "bpe", "data.vocab_size": 300})).config
     text = corpora.read_text("tinyshakespeare")[:100_000]
     tok = clm.make_tokenizer(config, text)
     assert tok.vocab_size == 300 and tok.eos_id is not None
@@ -39,7 +39,7 @@ def test_missing_corpus_names_the_path():
 
 def test_windows_are_shifted_targets_and_split_is_90_10():
     config = tiny_config()
-    data = clm.make_data(config)
+    data = make_task(config).make_data()
     n = len(corpora.read_text("tinyshakespeare"))
     assert len(data.train_ds) == int(n * 0.9) - config.seq_len
     held_out = n - int(n * 0.9)
@@ -52,7 +52,7 @@ def test_windows_are_shifted_targets_and_split_is_90_10():
 
 
 def test_train_iterator_resumes_from_its_state():
-    data = clm.make_data(tiny_config())
+    data = make_task(tiny_config()).make_data()
     it = pipeline.train_iterator(data.train_ds, 8, seed=0)
     for _ in range(3):
         next(it)
@@ -69,8 +69,8 @@ def test_train_iterator_resumes_from_its_state():
 
 
 def test_eval_batches_are_identical_across_runs():
-    a = pipeline.eval_batches(clm.make_data(tiny_config()).eval_ds, 8, 3)
-    b = pipeline.eval_batches(clm.make_data(tiny_config(seed=7)).eval_ds, 8, 3)
+    a = pipeline.eval_batches(make_task(tiny_config()).make_data().eval_ds, 8, 3)
+    b = pipeline.eval_batches(make_task(tiny_config(seed=7)).make_data().eval_ds, 8, 3)
     assert len(a) == 3
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x["inputs"], y["inputs"])

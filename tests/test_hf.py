@@ -25,9 +25,8 @@ from lmjax import sampling
 from lmjax.convert import hf, hf_families
 from lmjax.data import corpora, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
-from lmjax.tasks import classify
 from lmjax.train import checkpoint, loop, parallel
-from tests.conftest import override, run_script
+from tests.conftest import make_task, override, run_script
 
 ATOL = 1e-4  # float32 logits, lmjax vs transformers
 
@@ -415,9 +414,10 @@ def test_fine_tune_imported_bert_on_sst2_and_export(hf_dirs, tmp_path):
         config, init_from=pretrained, **{"data.train_path": str(tsv), "data.eval_path": str(tsv)}
     )
     vocab_size = tokenizers.load_tokenizer(pretrained).vocab_size
-    model = classify.make_model(config, vocab_size)
-    batch = classify.fake_batch(config, vocab_size)
-    fresh = parallel.unbox(classify.init_params(model, jax.random.PRNGKey(1), batch))
+    task = make_task(config)
+    model = task.make_model(vocab_size)
+    batch = task.fake_batch(vocab_size)
+    fresh = parallel.unbox(task.init_params(model, jax.random.PRNGKey(1), batch))
     _, copied, initialised = checkpoint.load_pretrained_params(pretrained, fresh)
     assert initialised == ["classifier/dense/bias", "classifier/dense/kernel"]
     imported = _flat(hf.import_model(path)[1])

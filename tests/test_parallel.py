@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh
 
-from lmjax.train import metrics, parallel
+from lmjax import workdir as workdir_lib
+from lmjax.train import parallel
 from tests.conftest import REPO, script_env
 
 WORKER = os.path.join(REPO, "tests", "parallel_worker.py")
@@ -141,7 +142,7 @@ def _train_args(workdir, *extra):
 
 
 def _losses(workdir):
-    return [r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r]
+    return [r["train/loss"] for r in workdir_lib.read_metrics(workdir) if "train/loss" in r]
 
 
 def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):

@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 
 from lmjax import plots
-from lmjax.train import loop, metrics, parallel, step
+from lmjax import workdir as workdir_lib
+from lmjax.train import build, distributed, loop, metrics, parallel, step
 from tests.conftest import CONFIGS, REPO, run_script, script_env, tiny_config
 
 
 def _train_losses(workdir):
-    return {r["step"]: r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r}
+    return {
+        r["step"]: r["train/loss"] for r in workdir_lib.read_metrics(workdir) if "train/loss" in r
+    }
 
 
 def test_overfits_one_batch():
@@ -27,13 +30,12 @@ def test_overfits_one_batch():
         learning_rate=3e-3, min_learning_rate=3e-3, warmup_steps=5, num_train_steps=200
     )
     config.optimizer.weight_decay = 0.0
-    task, mesh, rules = loop.setup(config)
-    with jax.set_mesh(mesh):
-        model = task.make_model(config, 65)
-        tx, _, shardings, init = loop.build_state(config, task, model, mesh, rules)
-        steps = loop.compile_steps(config, task, model, tx, shardings, mesh, rules)
-        batch = task.fake_batch(config, 65)
-        state = init(jax.random.PRNGKey(0))
+    s = build.setup(config)
+    with s.activate():
+        b = build.build(s, s.task.make_model(65))
+        steps = b.steps
+        batch = s.task.fake_batch(65)
+        state = b.init(jax.random.PRNGKey(0))
         losses = []
         for _ in range(config.num_train_steps):
             state, m = steps.train(state, batch)
@@ -45,7 +47,7 @@ def test_overfits_one_batch():
 def test_train_writes_metrics_config_tokenizer_and_checkpoints(workdir):
     config = tiny_config()
     final = loop.train_and_evaluate(config, workdir)
-    records = metrics.read_metrics(workdir)
+    records = workdir_lib.read_metrics(workdir)
     train = [r for r in records if "train/loss" in r]
     evals = [r for r in records if "eval/loss" in r]
     assert [r["step"] for r in train] == [2, 4, 6]
@@ -69,29 +71,33 @@ def test_metrics_without_tensorflow_still_write_json_lines(tmp_path, monkeypatch
     writer = metrics.MetricWriter(str(tmp_path))
     writer.write(1, {"train/loss": 2.5})
     writer.close()
-    assert metrics.read_metrics(str(tmp_path)) == [{"step": 1, "train/loss": 2.5}]
+    assert workdir_lib.read_metrics(str(tmp_path)) == [{"step": 1, "train/loss": 2.5}]
     assert not os.path.exists(tmp_path / "tensorboard")
 
 
-def test_a_lone_process_in_a_detected_cluster_runs_alone(monkeypatch):
-    """A cluster environment with one process (mpi4py installed on a GPU box, a one-task SLURM
-    job) must not make train.py call jax.distributed.initialize() without a coordinator."""
-    from jax._src import clusters
+def test_distributed_auto_runs_alone_where_jax_finds_no_cluster(monkeypatch):
+    """train.py's --distributed: auto joins a cluster JAX detects (public API only) and runs as
+    one process where it finds none; on and an explicit coordinator make that an error."""
+    calls = []
 
-    sys.path.insert(0, os.path.join(REPO, "experiments"))
-    try:
-        import train as train_script
-    finally:
-        sys.path.pop(0)
+    def no_cluster(**kwargs):
+        calls.append(kwargs)
+        raise ValueError("coordinator_address should be defined.")
 
-    def env(count):
-        return type("Env", (), {"is_env_present": staticmethod(lambda: True),
-                                "get_process_count": staticmethod(lambda: count)})  # fmt: skip
-
-    monkeypatch.setattr(clusters.ClusterEnv, "_cluster_types", [env(1)])
-    assert not train_script._on_cluster()
-    monkeypatch.setattr(clusters.ClusterEnv, "_cluster_types", [env(4)])
-    assert train_script._on_cluster()
+    monkeypatch.setattr(jax.distributed, "initialize", no_cluster)
+    assert distributed.initialize("auto") is False
+    assert distributed.initialize("off") is False and len(calls) == 1
+    with pytest.raises(ValueError, match="coordinator"):
+        distributed.initialize("on")
+    with pytest.raises(ValueError, match="coordinator"):
+        distributed.initialize("auto", "127.0.0.1:1234", 2, 0)
+    assert calls[-1] == {"coordinator_address": "127.0.0.1:1234", "num_processes": 2,
+                         "process_id": 0}  # fmt: skip
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    assert distributed.initialize("auto") is False  # a detected cluster of one process
+    assert len(calls) == 4
+    with pytest.raises(ValueError, match="auto, on or off"):
+        distributed.initialize("yes")
 
 
 def test_learning_rate_schedule_warmup_and_cosine_floor():
@@ -104,11 +110,9 @@ def test_learning_rate_schedule_warmup_and_cosine_floor():
 
 def test_weight_decay_mask_spares_biases_layernorm_and_embeddings():
     config = tiny_config(**{"model.use_bias": True})
-    task, mesh, rules = loop.setup(config)
-    model = task.make_model(config, 65)
-    params = parallel.unbox(
-        task.init_params(model, jax.random.PRNGKey(0), task.fake_batch(config, 65))
-    )
+    task = build.setup(config).task
+    model = task.make_model(65)
+    params = parallel.unbox(task.init_params(model, jax.random.PRNGKey(0), task.fake_batch(65)))
     mask = step._decay_mask(False)(params)
     flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_flatten_with_path(mask)[0]}
     decayed = sorted(k for k, m in flat.items() if m)

@@ -17,7 +17,6 @@ architecture comes from `config.json` only (`hf_families`); safetensors are read
 import dataclasses
 import json
 import os
-import types
 
 import flax.linen as nn
 import jax
@@ -398,7 +397,8 @@ def import_to_workdir(hf_dir, workdir, base_config):
     experiments/sample.py and `export_workdir` read it. Not meant to be resumed in place (the
     checkpoint has no data-iterator position). Returns the task name."""
     from lmjax import tasks
-    from lmjax.train import checkpoint, loop, step
+    from lmjax import workdir as workdir_lib
+    from lmjax.train import checkpoint, step
 
     model, variables = import_model(hf_dir)
     hf_config = read_json(os.path.join(hf_dir, CONFIG_FILE))
@@ -411,20 +411,18 @@ def import_to_workdir(hf_dir, workdir, base_config):
             f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens and the model "
             f"{model.cfg.vocab_size}; lmjax sizes the model by its tokenizer"
         )
-    config = workdir_config(base_config(task_name), task_name, model, hf_dir)
+    config = tasks.resolve_config(workdir_config(base_config(task_name), task_name, model, hf_dir))
 
     # The config must rebuild exactly the imported model, as every later reader does.
-    rebuilt = tasks.get_task(task_name).make_model(config, tokenizer.vocab_size)
+    rebuilt = tasks.get_task(config).make_model(tokenizer.vocab_size)
     same_classes = getattr(rebuilt, "num_classes", 0) == getattr(model, "num_classes", 0)
     if type(rebuilt) is not type(model) or rebuilt.cfg != model.cfg or not same_classes:
         raise AssertionError(f"config.json would rebuild {rebuilt}, not {model}")
-    params = variables["params"]
-    fixed = types.SimpleNamespace(init_params=lambda *_: params)
-    state = step.init_state(fixed, model, step.make_optimizer(config), jax.random.PRNGKey(0), None)
+    tx = step.make_optimizer(config)
+    state = step.new_state(variables["params"], tx, jax.random.PRNGKey(0))
 
-    os.makedirs(workdir, exist_ok=True)
-    loop.save_config(config, workdir)
-    tokenizer.save(workdir)
+    workdir_lib.save_config(config, workdir)
+    workdir_lib.save_tokenizer(tokenizer, workdir)
     manager = checkpoint.make_manager(workdir, config.checkpoint_max_to_keep)
     checkpoint.save(manager, 0, state, {}, force=True)
     manager.wait_until_finished()
@@ -432,9 +430,10 @@ def import_to_workdir(hf_dir, workdir, base_config):
 
 
 def workdir_config(config, task_name, model, hf_dir):
-    """`config` with the task, positions and architecture of `model` (every
+    """A copy of `config` with the task, positions and architecture of `model` (every
     `TransformerConfig` field, so no default of a task fills it in)."""
     cfg = model.cfg
+    config = config.copy_and_resolve_references()
     config.task = task_name
     config.seq_len = cfg.max_len  # the tasks take the number of positions from seq_len
     config.init_from = ""

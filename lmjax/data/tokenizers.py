@@ -1,10 +1,11 @@
-"""Tokenizers. A tokenizer maps text to int ids and back and saves itself into a workdir, so
-that sampling and fine-tuning use the vocabulary the model was trained with."""
+"""Tokenizers. A tokenizer maps text to int ids and back and saves itself into a directory (a
+run's workdir, through `lmjax.workdir`), so that sampling and fine-tuning use the vocabulary the
+model was trained with. Directories are `etils.epath` paths: local or a bucket."""
 
 import json
-import os
 
 import numpy as np
+from etils import epath
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
@@ -37,9 +38,8 @@ class CharTokenizer:
     def decode(self, ids):
         return "".join(self.chars[int(i)] for i in ids)
 
-    def save(self, workdir):
-        with open(os.path.join(workdir, TOKENIZER_FILE), "w") as f:
-            json.dump({"type": "char", "chars": self.chars}, f)
+    def save(self, directory):
+        _write(directory, TOKENIZER_FILE, json.dumps({"type": "char", "chars": self.chars}))
 
 
 class WordPieceTokenizer:
@@ -92,10 +92,10 @@ class WordPieceTokenizer:
     @classmethod
     def from_vocab_file(cls, path, lowercase=True):
         """Loads a BERT vocab.txt (one piece per line, line number = id), cased or uncased."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"vocabulary file {path!r} not found")
-        with open(path, encoding="utf-8") as f:
-            vocab = [line.rstrip("\n").rstrip("\r") for line in f]
+        path = epath.Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"vocabulary file {str(path)!r} not found")
+        vocab = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n")]
         while vocab and not vocab[-1]:
             vocab.pop()
         try:
@@ -147,12 +147,10 @@ class WordPieceTokenizer:
             and self.lowercase == other.lowercase
         )
 
-    def save(self, workdir):
-        with open(os.path.join(workdir, VOCAB_FILE), "w", encoding="utf-8") as f:
-            f.writelines(piece + "\n" for piece in self.vocab)
-        with open(os.path.join(workdir, TOKENIZER_FILE), "w") as f:
-            spec = {"type": "wordpiece", "lowercase": self.lowercase, "vocab_file": VOCAB_FILE}
-            json.dump(spec, f)
+    def save(self, directory):
+        _write(directory, VOCAB_FILE, "".join(piece + "\n" for piece in self.vocab))
+        spec = {"type": "wordpiece", "lowercase": self.lowercase, "vocab_file": VOCAB_FILE}
+        _write(directory, TOKENIZER_FILE, json.dumps(spec))
 
 
 class HFTokenizer:
@@ -172,7 +170,7 @@ class HFTokenizer:
     def from_file(cls, path, hf_config=None):
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_file(path), hf_config)
+        return cls(Tokenizer.from_str(epath.Path(path).read_text(encoding="utf-8")), hf_config)
 
     @classmethod
     def from_bpe_files(cls, vocab_path, merges_path, hf_config=None):
@@ -228,14 +226,13 @@ class HFTokenizer:
 
     def save_hf(self, path):
         """Writes the Hugging Face tokenizer.json into `path`."""
-        self._tok.save(os.path.join(path, "tokenizer.json"))
+        _write(path, "tokenizer.json", self._tok.to_str(pretty=True))
 
-    def save(self, workdir):
+    def save(self, directory):
         # lmjax's tokenizer.json names the type; the Hugging Face file sits beside it.
-        self._tok.save(os.path.join(workdir, HF_TOKENIZER_FILE))
-        with open(os.path.join(workdir, TOKENIZER_FILE), "w") as f:
-            spec = {"type": "hf", "file": HF_TOKENIZER_FILE, "hf_config": self.hf_config}
-            json.dump(spec, f)
+        _write(directory, HF_TOKENIZER_FILE, self._tok.to_str(pretty=True))
+        spec = {"type": "hf", "file": HF_TOKENIZER_FILE, "hf_config": self.hf_config}
+        _write(directory, TOKENIZER_FILE, json.dumps(spec))
 
 
 def _token_text(token):
@@ -243,17 +240,24 @@ def _token_text(token):
     return token.get("content") if isinstance(token, dict) else token
 
 
-def load_tokenizer(workdir):
-    path = os.path.join(workdir, TOKENIZER_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no {TOKENIZER_FILE} in {workdir}: is it a training workdir?")
-    with open(path) as f:
-        spec = json.load(f)
+def _write(directory, name, text):
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(text, encoding="utf-8")
+
+
+def load_tokenizer(directory):
+    """The tokenizer a `save(directory)` wrote."""
+    directory = epath.Path(directory)
+    path = directory / TOKENIZER_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no {TOKENIZER_FILE} in {directory}: is it a training workdir?")
+    spec = json.loads(path.read_text())
     if spec["type"] == "char":
         return CharTokenizer(spec["chars"])
     if spec["type"] == "wordpiece":
-        vocab_path = os.path.join(workdir, spec.get("vocab_file", VOCAB_FILE))
+        vocab_path = directory / spec.get("vocab_file", VOCAB_FILE)
         return WordPieceTokenizer.from_vocab_file(vocab_path, lowercase=spec["lowercase"])
     if spec["type"] == "hf":
-        return HFTokenizer.from_file(os.path.join(workdir, spec["file"]), spec.get("hf_config"))
+        return HFTokenizer.from_file(directory / spec["file"], spec.get("hf_config"))
     raise ValueError(f"unknown tokenizer type {spec['type']!r} in {path}")

@@ -1,11 +1,30 @@
-"""Objectives. A task owns what differs between objectives: data, model, loss and metrics."""
+"""Objectives. A task owns what differs between them: data, model, loss and metrics (the
+interface: `lmjax.tasks.base.Task`)."""
 
-from lmjax.tasks import classify, clm, mlm_nsp
+import ml_collections
 
-TASKS = {"clm": clm, "mlm_nsp": mlm_nsp, "classify": classify}
+from lmjax import config_defaults
+from lmjax.tasks.base import Task
+from lmjax.tasks.classify import Classify
+from lmjax.tasks.clm import Clm
+from lmjax.tasks.mlm_nsp import MlmNsp
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Clm, MlmNsp, Classify)}
 
 
-def get_task(name):
+def task_class(name: str) -> type[Task]:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     return TASKS[name]
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config a run saves and reads: a copy with the defaults of keys it lacks
+    (`config_defaults.DEFAULTS`) and what its task derives (`Task.resolve_config`)."""
+    config = config_defaults.with_defaults(config)
+    return task_class(config.task).resolve_config(config)
+
+
+def get_task(config: ml_collections.ConfigDict) -> Task:
+    """The task of a resolved config (`resolve_config`), bound to it."""
+    return task_class(config.task)(config)

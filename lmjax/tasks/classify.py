@@ -4,7 +4,7 @@ With `config.init_from=PRETRAIN_WORKDIR` the encoder's architecture, vocabulary 
 (embeddings, blocks, pooler) come from that workdir; the classifier is initialised afresh.
 """
 
-import os
+from typing import ClassVar
 
 import jax.numpy as jnp
 import ml_collections
@@ -12,10 +12,12 @@ import numpy as np
 import optax
 from absl import logging
 
+from lmjax import flops
+from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models import bert
-from lmjax.models.transformer import DTYPES, TransformerConfig
-from lmjax.train import flops
+from lmjax.models.transformer import DTYPES
+from lmjax.tasks import base
 
 
 def read_labeled_tsv(path):
@@ -51,20 +53,6 @@ def encode_examples(sentences, labels, tokenizer, seq_len):
         "attention_mask": (ids_NxT != tokenizer.pad_id).astype(np.int32),
         "label": labels,
     }
-
-
-def pretrained_config(config):
-    """What this run needs of `config.init_from`'s config (its `model` and `seq_len`), or None
-    without init_from. `make_data` records it in the run's own config (`pretrained`, saved in
-    its config.json), so a fine-tuned workdir rebuilds its model after init_from is gone."""
-    if not config.get("init_from"):
-        return None
-    if config.get("pretrained") is None:
-        from lmjax.train import loop
-
-        source = loop.load_config(config.init_from)
-        return ml_collections.ConfigDict({"model": source.model, "seq_len": source.seq_len})
-    return config.pretrained
 
 
 def split_holdout(sentences, labels, size, seed, min_words=10):
@@ -113,128 +101,134 @@ def _spans(n, min_len):
     return ((a, b) for a in range(n) for b in range(a + min_len, n + 1))
 
 
-def make_data(config, workdir=None):
-    train_sentences, train_labels = read_labeled_tsv(config.data.train_path)
-    eval_sentences, eval_labels = read_labeled_tsv(config.data.eval_path)
-    holdout_size = config.data.get("holdout_size", 0)
-    (train_sentences, train_labels), (holdout_sentences, holdout_labels) = split_holdout(
-        train_sentences, train_labels, holdout_size, config.data.get("holdout_seed", 0)
-    )
-    if config.data.get("train_examples", 0):  # a few-label regime: a fixed random subset
-        keep = _subset(len(train_sentences), config.data.train_examples)
-        train_sentences, train_labels = [train_sentences[i] for i in keep], train_labels[keep]
-    if config.get("init_from"):  # recorded in the run's config.json (see pretrained_config)
-        with config.unlocked():
-            config.pretrained = pretrained_config(config)
-    if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
-        tokenizer = tokenizers.load_tokenizer(workdir)  # resuming
-    elif config.get("init_from"):
-        tokenizer = tokenizers.load_tokenizer(config.init_from)
-    elif config.data.vocab_path:
-        tokenizer = tokenizers.WordPieceTokenizer.from_vocab_file(
+def make_tokenizer(config, train_sentences, workdir=None):
+    """The workdir's tokenizer (resume), else init_from's, else `data.vocab_path`, else one
+    trained on the training sentences."""
+    saved = workdir_lib.saved_tokenizer(workdir)
+    if saved is not None:
+        return saved
+    if config.init_from:
+        return workdir_lib.load_tokenizer(config.init_from)
+    if config.data.vocab_path:
+        return tokenizers.WordPieceTokenizer.from_vocab_file(
             corpora.resolve(config.data.vocab_path), lowercase=True
         )
-    else:
-        tokenizer = tokenizers.WordPieceTokenizer.train(
-            train_sentences, config.data.vocab_size, lowercase=True
+    return tokenizers.WordPieceTokenizer.train(
+        train_sentences, config.data.vocab_size, lowercase=True
+    )
+
+
+class Classify(base.BertTask):
+    """`[CLS] sentence [SEP]` → pooler → classifier, mean cross-entropy; accuracy on eval."""
+
+    name: ClassVar[str] = "classify"
+
+    @classmethod
+    def resolve_config(cls, config):
+        """With `init_from`, records what the run needs of that workdir's config (its `model` and
+        `seq_len`) as `pretrained`, so that the fine-tuned workdir rebuilds its model (and loads
+        and exports) after init_from is gone. Returns a copy; `config` is not changed."""
+        if not config.init_from or config.get("pretrained") is not None:
+            return config
+        source = workdir_lib.load_config(config.init_from)
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            config.pretrained = ml_collections.ConfigDict(
+                {"model": source.model.to_dict(), "seq_len": source.seq_len}
+            )
+        return config
+
+    def make_data(self, workdir=None):
+        config = self.config
+        train_sentences, train_labels = read_labeled_tsv(config.data.train_path)
+        eval_sentences, eval_labels = read_labeled_tsv(config.data.eval_path)
+        (train_sentences, train_labels), (holdout_sentences, holdout_labels) = split_holdout(
+            train_sentences, train_labels, config.data.holdout_size, config.data.holdout_seed
         )
-    encode = lambda s, y: encode_examples(s, y, tokenizer, config.seq_len)  # noqa: E731
-    # One eval pass scores both sets: `is_holdout` tells eval_metrics which is which.
-    eval_set = encode(
-        eval_sentences + holdout_sentences, np.concatenate([eval_labels, holdout_labels])
-    )
-    eval_set["is_holdout"] = (np.arange(len(eval_set["label"])) >= len(eval_sentences)).astype(
-        np.float32
-    )
-    return pipeline.TaskData(
-        train_ds=pipeline.rows(encode(train_sentences, train_labels)),
-        eval_ds=pipeline.rows(eval_set),
-        tokenizer=tokenizer,
-        vocab_size=tokenizer.vocab_size,
-    )
+        if config.data.train_examples:  # a few-label regime: a fixed random subset
+            keep = _subset(len(train_sentences), config.data.train_examples)
+            train_sentences = [train_sentences[i] for i in keep]
+            train_labels = train_labels[keep]
+        tokenizer = make_tokenizer(config, train_sentences, workdir)
+        encode = lambda s, y: encode_examples(s, y, tokenizer, config.seq_len)  # noqa: E731
+        # One eval pass scores both sets: `is_holdout` tells eval_metrics which is which.
+        eval_set = encode(
+            eval_sentences + holdout_sentences, np.concatenate([eval_labels, holdout_labels])
+        )
+        is_holdout = np.arange(len(eval_set["label"])) >= len(eval_sentences)
+        eval_set["is_holdout"] = is_holdout.astype(np.float32)
+        return pipeline.TaskData(
+            train_ds=pipeline.rows(encode(train_sentences, train_labels)),
+            eval_ds=pipeline.rows(eval_set),
+            tokenizer=tokenizer,
+            vocab_size=tokenizer.vocab_size,
+        )
 
+    def model_config(self, vocab_size):
+        """Architecture from the pretrained workdir when fine-tuning, else from `config.model`;
+        dropout and compute dtype are this run's choice, not the pretraining's."""
+        config = self.config
+        pretrained = config.get("pretrained")
+        if config.init_from and pretrained is None:
+            raise ValueError("a fine-tuning config needs Classify.resolve_config first")
+        return base.bert_model_config(
+            pretrained.model if pretrained else config.model,
+            vocab_size,
+            config.seq_len,
+            pretrained.seq_len if pretrained else config.seq_len,
+            where=config.init_from or "the model",
+            dropout_rate=config.model.dropout_rate,
+            dtype=DTYPES[config.model.dtype],
+        )
 
-def model_config(config, vocab_size):
-    """Architecture from the pretrained workdir when fine-tuning, else from `config.model`."""
-    pretrained = pretrained_config(config)
-    model = pretrained.model if pretrained else config.model
-    kwargs = TransformerConfig.kwargs_from(model)
-    # Position embeddings: model.max_len where set (BERT-base: 512), else the run's seq_len.
-    max_len = kwargs.pop("max_len", 0) or (pretrained.seq_len if pretrained else config.seq_len)
-    if config.seq_len > max_len:
-        where = config.init_from or "the model"
-        raise ValueError(f"seq_len {config.seq_len} exceeds the {max_len} positions of {where}")
-    # Fine-tuning regularisation and compute dtype are this run's choice, not the pretraining's.
-    kwargs["dropout_rate"] = config.model.dropout_rate
-    kwargs["dtype"] = DTYPES[config.model.dtype]
-    return bert.bert_config(vocab_size, max_len, **kwargs)
+    def make_model(self, vocab_size):
+        return bert.BertForSequenceClassification(
+            self.model_config(vocab_size), num_classes=self.config.num_classes
+        )
 
+    def _losses(self, model, params, batch, rng=None, train=False):
+        logits_BxC = self.apply(model, params, batch, rng, train)["logits"]
+        losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
+        return logits_BxC, losses_B
 
-def make_model(config, vocab_size):
-    return bert.BertForSequenceClassification(
-        model_config(config, vocab_size), num_classes=config.num_classes
-    )
+    def loss_counts(self, batch):
+        return {"examples": jnp.asarray(batch["label"].shape[0], jnp.float32)}
 
+    def loss_fn(self, model, params, batch, rng, train=True, counts=None):
+        """Mean cross-entropy; no extra metrics."""
+        counts = self.loss_counts(batch) if counts is None else counts
+        _, losses_B = self._losses(model, params, batch, rng, train)
+        return jnp.sum(losses_B) / counts["examples"], {}
 
-def _inputs(batch):
-    return dict(
-        input_ids=batch["input_ids"],
-        token_type_ids=batch["token_type_ids"],
-        attention_mask=batch["attention_mask"],
-    )
+    def eval_metrics(self, model, params, batch):
+        """`loss` / `accuracy` on `data.eval_path`; with `data.holdout_size`, also `holdout_loss` /
+        `holdout_accuracy` on the training examples held out for model selection."""
+        logits_BxC, losses_B = self._losses(model, params, batch)
+        correct_B = jnp.argmax(logits_BxC, -1) == batch["label"]
+        weight_B = batch["eval_weight"]  # 0 for padding rows: every example counts once
+        parts = {"": weight_B * (1 - batch["is_holdout"])}
+        if self.config.data.holdout_size:
+            parts["holdout_"] = weight_B * batch["is_holdout"]
+        metrics = {}
+        for prefix, w_B in parts.items():
+            count = jnp.sum(w_B)
+            metrics[prefix + "loss"] = (jnp.sum(losses_B * w_B), count)
+            metrics[prefix + "accuracy"] = (jnp.sum(correct_B * w_B), count)
+        return metrics
 
+    def flops_per_token(self, num_params, vocab_size):
+        """6N + attention, N without the token embedding (a lookup here, no output matmul)."""
+        cfg = self.model_config(1)
+        n = num_params - vocab_size * cfg.emb_dim
+        return flops.flops_per_token(n, cfg.num_layers, cfg.emb_dim, self.config.seq_len)
 
-def init_params(model, rng, batch):
-    return model.init(rng, **_inputs(batch))["params"]
-
-
-def _losses(model, params, batch, rng=None, train=False):
-    rngs = {"dropout": rng} if train else {}
-    logits_BxC = model.apply({"params": params}, **_inputs(batch), train=train, rngs=rngs)["logits"]
-    return logits_BxC, optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
-
-
-def loss_counts(config, batch):
-    return {"examples": jnp.asarray(batch["label"].shape[0], jnp.float32)}
-
-
-def loss_fn(config, model, params, batch, rng, train=True, counts=None):
-    """Mean cross-entropy; `counts` as in `clm.loss_fn`."""
-    counts = loss_counts(config, batch) if counts is None else counts
-    _, losses_B = _losses(model, params, batch, rng, train)
-    return jnp.sum(losses_B) / counts["examples"], {}
-
-
-def eval_metrics(config, model, params, batch):
-    """`loss` / `accuracy` on `data.eval_path`; with `data.holdout_size`, also `holdout_loss` /
-    `holdout_accuracy` on the training examples held out for model selection."""
-    logits_BxC, losses_B = _losses(model, params, batch)
-    correct_B = jnp.argmax(logits_BxC, -1) == batch["label"]
-    weight_B = batch["eval_weight"]  # 0 for padding rows: every example counts once
-    parts = {"": weight_B * (1 - batch["is_holdout"])}
-    if config.data.get("holdout_size", 0):
-        parts["holdout_"] = weight_B * batch["is_holdout"]
-    metrics = {}
-    for prefix, w_B in parts.items():
-        count = jnp.sum(w_B)
-        metrics[prefix + "loss"] = (jnp.sum(losses_B * w_B), count)
-        metrics[prefix + "accuracy"] = (jnp.sum(correct_B * w_B), count)
-    return metrics
-
-
-def flops_per_token(config, num_params, vocab_size):
-    """6N + attention, N without the token embedding (a lookup here, no output matmul)."""
-    cfg = model_config(config, 1)
-    n = num_params - vocab_size * cfg.emb_dim
-    return flops.flops_per_token(n, cfg.num_layers, cfg.emb_dim, config.seq_len)
-
-
-def fake_batch(config, vocab_size):
-    rng = np.random.default_rng(0)
-    b, t = config.batch_size, config.seq_len
-    return {
-        "input_ids": rng.integers(0, vocab_size, (b, t), dtype=np.int32),
-        "token_type_ids": np.zeros((b, t), np.int32),
-        "attention_mask": np.ones((b, t), np.int32),
-        "label": rng.integers(0, config.num_classes, (b,), dtype=np.int32),
-    }
+    def fake_batch(self, vocab_size):
+        config = self.config
+        rng = np.random.default_rng(0)
+        b, t = config.batch_size, config.seq_len
+        return {
+            "input_ids": rng.integers(0, vocab_size, (b, t), dtype=np.int32),
+            "token_type_ids": np.zeros((b, t), np.int32),
+            "attention_mask": np.ones((b, t), np.int32),
+            "label": rng.integers(0, config.num_classes, (b,), dtype=np.int32),
+        }

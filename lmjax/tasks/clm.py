@@ -1,19 +1,22 @@
 """Causal language modelling: predict token t+1 from tokens <= t."""
 
-import os
+from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmjax import flops
+from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
+from lmjax.tasks import base
 
 
 def read_corpus_text(config):
     """The text of TFDS dataset `data.tfds_name` when set (its examples' sentences, examples
     separated by blank lines), else of `data.path` (an embedded corpus or a local file)."""
-    if config.data.get("tfds_name"):
+    if config.data.tfds_name:
         from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
 
         documents = tfds_text.read_config_documents(config.data)
@@ -25,13 +28,14 @@ def make_tokenizer(config, text, workdir=None):
     """`data.tokenizer`: "char" (one id per character), "bpe" (byte-level BPE of
     `data.vocab_size` trained on the text, GPT-2's kind) or a Hugging Face tokenizer.json path
     (e.g. GPT-2's own). A workdir that has a tokenizer (resume) keeps it."""
-    kind = config.data.get("tokenizer", "char")
-    if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
-        return tokenizers.load_tokenizer(workdir)
+    saved = workdir_lib.saved_tokenizer(workdir)
+    if saved is not None:
+        return saved
+    kind = config.data.tokenizer
     if kind == "char":
         return tokenizers.CharTokenizer.from_text(text)
     if kind == "bpe":
-        sample = text[: config.data.get("tokenizer_train_chars", len(text))]
+        sample = text[: config.data.tokenizer_train_chars or len(text)]
         return tokenizers.HFTokenizer.train_byte_level_bpe(sample, config.data.vocab_size)
     return tokenizers.HFTokenizer.from_file(corpora.resolve(kind))
 
@@ -48,68 +52,70 @@ def encode_in_chunks(tokenizer, text, chunk_chars=1 << 20):
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
-def make_data(config, workdir=None):
-    """The corpus split as nanoGPT: the first `train_fraction` of the tokens train."""
-    text = read_corpus_text(config)
-    tokenizer = make_tokenizer(config, text, workdir)
-    ids = encode_in_chunks(tokenizer, text)
-    split = int(len(ids) * config.data.train_fraction)
-    return pipeline.TaskData(
-        train_ds=pipeline.lm_windows(ids[:split], config.seq_len),
-        eval_ds=pipeline.lm_windows(ids[split:], config.seq_len, stride=config.seq_len),
-        tokenizer=tokenizer,
-        vocab_size=tokenizer.vocab_size,
-    )
+class Clm:
+    """Next-token cross-entropy of a decoder-only Transformer (GPT)."""
 
+    name: ClassVar[str] = "clm"
 
-def make_model(config, vocab_size):
-    return Transformer(TransformerConfig.from_config_dict(config.model, vocab_size, config.seq_len))
+    def __init__(self, config):
+        self.config = config
 
+    @classmethod
+    def resolve_config(cls, config):
+        return config
 
-def init_params(model, rng, batch):
-    return model.init(rng, batch["inputs"])["params"]
+    def make_data(self, workdir=None):
+        """The corpus split as nanoGPT: the first `train_fraction` of the tokens train."""
+        config = self.config
+        text = read_corpus_text(config)
+        tokenizer = make_tokenizer(config, text, workdir)
+        ids = encode_in_chunks(tokenizer, text)
+        split = int(len(ids) * config.data.train_fraction)
+        return pipeline.TaskData(
+            train_ds=pipeline.lm_windows(ids[:split], config.seq_len),
+            eval_ds=pipeline.lm_windows(ids[split:], config.seq_len, stride=config.seq_len),
+            tokenizer=tokenizer,
+            vocab_size=tokenizer.vocab_size,
+        )
 
+    def make_model(self, vocab_size):
+        model_config = self.config.model
+        return Transformer(
+            TransformerConfig.from_config_dict(model_config, vocab_size, self.config.seq_len)
+        )
 
-def _token_losses(model, params, batch, rng=None, train=False):
-    rngs = {"dropout": rng} if train else {}
-    logits_BxTxV = model.apply({"params": params}, batch["inputs"], train=train, rngs=rngs)
-    losses_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, batch["targets"])
-    return logits_BxTxV, losses_BxT
+    def init_params(self, model, rng, batch):
+        return model.init(rng, batch["inputs"])["params"]
 
+    def _token_losses(self, model, params, batch, rng=None, train=False):
+        logits_BxTxV = base.apply(model, params, batch["inputs"], rng=rng, train=train)
+        losses_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, batch["targets"])
+        return logits_BxTxV, losses_BxT
 
-def loss_counts(config, batch):
-    """Denominators of the loss: the number of predicted tokens."""
-    return {"tokens": jnp.asarray(batch["targets"].size, jnp.float32)}
+    def loss_counts(self, batch):
+        """Denominators of the loss: the number of predicted tokens."""
+        return {"tokens": jnp.asarray(batch["targets"].size, jnp.float32)}
 
+    def loss_fn(self, model, params, batch, rng, train=True, counts=None):
+        """Mean next-token cross-entropy; no extra metrics."""
+        counts = self.loss_counts(batch) if counts is None else counts
+        _, losses_BxT = self._token_losses(model, params, batch, rng, train)
+        return jnp.sum(losses_BxT) / counts["tokens"], {}
 
-def loss_fn(config, model, params, batch, rng, train=True, counts=None):
-    """Mean next-token cross-entropy; returns (loss, extra metrics).
+    def eval_metrics(self, model, params, batch):
+        """`loss` and next-token `accuracy` over the batch's tokens."""
+        logits_BxTxV, losses_BxT = self._token_losses(model, params, batch)
+        correct_BxT = jnp.argmax(logits_BxTxV, -1) == batch["targets"]
+        weight_Bx1 = batch["eval_weight"][:, None]  # 0 for padding rows
+        count = jnp.sum(weight_Bx1) * losses_BxT.shape[1]
+        return {
+            "loss": (jnp.sum(losses_BxT * weight_Bx1), count),
+            "accuracy": (jnp.sum(correct_BxT * weight_Bx1), count),
+        }
 
-    `counts` (from `loss_counts`, summed over a whole batch) normalises a part of that batch so
-    that the parts' losses and gradients add up to the whole batch's (accumulation, pmap)."""
-    counts = loss_counts(config, batch) if counts is None else counts
-    _, losses_BxT = _token_losses(model, params, batch, rng, train)
-    return jnp.sum(losses_BxT) / counts["tokens"], {}
+    def flops_per_token(self, num_params, vocab_size):
+        m = self.config.model
+        return flops.flops_per_token(num_params, m.num_layers, m.emb_dim, self.config.seq_len)
 
-
-def eval_metrics(config, model, params, batch):
-    """{name: (sum, count)} over the batch's tokens."""
-    logits_BxTxV, losses_BxT = _token_losses(model, params, batch)
-    correct_BxT = jnp.argmax(logits_BxTxV, -1) == batch["targets"]
-    weight_Bx1 = batch["eval_weight"][:, None]  # 0 for padding rows
-    count = jnp.sum(weight_Bx1) * losses_BxT.shape[1]
-    return {
-        "loss": (jnp.sum(losses_BxT * weight_Bx1), count),
-        "accuracy": (jnp.sum(correct_BxT * weight_Bx1), count),
-    }
-
-
-def flops_per_token(config, num_params, vocab_size):
-    from lmjax.train import flops
-
-    m = config.model
-    return flops.flops_per_token(num_params, m.num_layers, m.emb_dim, config.seq_len)
-
-
-def fake_batch(config, vocab_size):
-    return pipeline.fake_batch(config.batch_size, config.seq_len, vocab_size)
+    def fake_batch(self, vocab_size):
+        return pipeline.fake_batch(self.config.batch_size, self.config.seq_len, vocab_size)

@@ -8,15 +8,17 @@ compare across runs and checkpoints.
 """
 
 import functools
-import os
+from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmjax import flops
+from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, pretraining, text, tokenizers
 from lmjax.models import bert
-from lmjax.models.transformer import TransformerConfig
+from lmjax.tasks import base
 
 # Arrays the model needs; the rest (special_mask, word_start) only serve masking on the host.
 MODEL_KEYS = (
@@ -33,7 +35,7 @@ MODEL_KEYS = (
 def read_corpus_documents(config):
     """Documents (lists of sentences) of TFDS dataset `data.tfds_name` when it is set (one per
     example, in stored order; `lmjax.data.tfds_text`), else of every file in `data.paths`."""
-    if config.data.get("tfds_name"):
+    if config.data.tfds_name:
         from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
 
         return tfds_text.read_config_documents(config.data)
@@ -47,9 +49,10 @@ def make_tokenizer(config, texts, workdir=None):
     """The workdir's tokenizer when it has one (resume), else `data.vocab_path`, else one trained
     on `texts` (Hugging Face's WordPiece trainer breaks ties differently from run to run, so a
     shipped vocabulary is what makes two runs' instances identical)."""
-    if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
-        return tokenizers.load_tokenizer(workdir)
-    if config.data.get("vocab_path"):
+    saved = workdir_lib.saved_tokenizer(workdir)
+    if saved is not None:
+        return saved
+    if config.data.vocab_path:
         return tokenizers.WordPieceTokenizer.from_vocab_file(
             corpora.resolve(config.data.vocab_path), lowercase=config.data.lowercase
         )
@@ -70,7 +73,7 @@ def _model_arrays(batch):
     return {k: batch[k] for k in MODEL_KEYS}
 
 
-def make_data(config, workdir=None):
+def _make_data(config, workdir=None):
     documents = read_corpus_documents(config)
     num_eval = config.data.num_eval_documents
     if not 0 < num_eval < len(documents) - 1:
@@ -120,110 +123,90 @@ def make_data(config, workdir=None):
     )
 
 
-def model_config(config, vocab_size):
-    """`model.max_len` (position embeddings) defaults to seq_len; BERT keeps 512 in both phases."""
-    kwargs = TransformerConfig.kwargs_from(config.model)
-    max_len = kwargs.pop("max_len", 0) or config.seq_len
-    if config.seq_len > max_len:
-        raise ValueError(f"seq_len {config.seq_len} exceeds model.max_len {max_len}")
-    return bert.bert_config(vocab_size, max_len, **kwargs)
+class MlmNsp(base.BertTask):
+    """BERT pretraining: masked-LM loss on the masked positions (+ NSP loss with `use_nsp`)."""
 
+    name: ClassVar[str] = "mlm_nsp"
+    INPUTS = (*base.BertTask.INPUTS, "masked_lm_positions")
 
-def make_model(config, vocab_size):
-    return bert.BertForPreTraining(model_config(config, vocab_size))
+    def make_data(self, workdir=None):
+        return _make_data(self.config, workdir)
 
+    def make_model(self, vocab_size):
+        """`model.max_len` (position embeddings) defaults to seq_len; BERT keeps 512."""
+        config = self.config
+        cfg = base.bert_model_config(config.model, vocab_size, config.seq_len, config.seq_len)
+        return bert.BertForPreTraining(cfg)
 
-def init_params(model, rng, batch):
-    return model.init(rng, **_inputs(batch))["params"]
+    def _losses(self, model, params, batch, rng=None, train=False):
+        out = self.apply(model, params, batch, rng, train)
+        mlm_BxP = optax.softmax_cross_entropy_with_integer_labels(
+            out["mlm_logits"], batch["masked_lm_ids"]
+        )
+        nsp_B = optax.softmax_cross_entropy_with_integer_labels(
+            out["nsp_logits"], batch["next_sentence_label"]
+        )
+        return out, mlm_BxP, nsp_B
 
+    def loss_counts(self, batch):
+        """Denominators of the two losses: masked positions and sentence pairs."""
+        return {
+            "masked": jnp.sum(batch["masked_lm_weights"]).astype(jnp.float32),
+            "pairs": jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32),
+        }
 
-def _inputs(batch):
-    return dict(
-        input_ids=batch["input_ids"],
-        token_type_ids=batch["token_type_ids"],
-        attention_mask=batch["attention_mask"],
-        masked_lm_positions=batch["masked_lm_positions"],
-    )
+    def loss_fn(self, model, params, batch, rng, train=True, counts=None):
+        """MLM loss over the masked positions only (weighted), plus the NSP loss (`use_nsp`)."""
+        counts = self.loss_counts(batch) if counts is None else counts
+        _, mlm_BxP, nsp_B = self._losses(model, params, batch, rng, train)
+        weights_BxP = batch["masked_lm_weights"]
+        mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(counts["masked"], 1.0)
+        nsp_loss = jnp.sum(nsp_B) / counts["pairs"]
+        loss = mlm_loss + nsp_loss if self.config.use_nsp else mlm_loss
+        return loss, {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss}
 
+    def eval_metrics(self, model, params, batch):
+        """MLM and NSP loss and accuracy; `loss` (mlm_loss + nsp_loss) is averaged over batches."""
+        out, mlm_BxP, nsp_B = self._losses(model, params, batch)
+        weights_BxP = batch["masked_lm_weights"]
+        mlm_correct = jnp.argmax(out["mlm_logits"], -1) == batch["masked_lm_ids"]
+        nsp_correct = jnp.argmax(out["nsp_logits"], -1) == batch["next_sentence_label"]
+        weights_B = batch["eval_weight"]  # 0 for padding rows (their MLM weights are 0 too)
+        num_masked, num_rows = jnp.sum(weights_BxP), jnp.sum(weights_B)
+        mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(num_masked, 1.0)
+        nsp_loss = jnp.sum(nsp_B * weights_B) / jnp.maximum(num_rows, 1.0)
+        loss = mlm_loss + nsp_loss if self.config.use_nsp else mlm_loss
+        return {
+            "loss": (loss, jnp.ones(())),
+            "mlm_loss": (jnp.sum(mlm_BxP * weights_BxP), num_masked),
+            "mlm_accuracy": (jnp.sum(mlm_correct * weights_BxP), num_masked),
+            "nsp_loss": (jnp.sum(nsp_B * weights_B), num_rows),
+            "nsp_accuracy": (jnp.sum(nsp_correct * weights_B), num_rows),
+        }
 
-def _losses(model, params, batch, rng=None, train=False):
-    rngs = {"dropout": rng} if train else {}
-    out = model.apply({"params": params}, **_inputs(batch), train=train, rngs=rngs)
-    mlm_BxP = optax.softmax_cross_entropy_with_integer_labels(
-        out["mlm_logits"], batch["masked_lm_ids"]
-    )
-    nsp_B = optax.softmax_cross_entropy_with_integer_labels(
-        out["nsp_logits"], batch["next_sentence_label"]
-    )
-    return out, mlm_BxP, nsp_B
+    def flops_per_token(self, num_params, vocab_size):
+        """6N + attention, with the tied [D, V] output matmul counted only at the predicted
+        positions (max_predictions_per_seq of seq_len), where the gathered MLM head runs."""
+        config = self.config
+        m = config.model
+        embedding = vocab_size * m.emb_dim
+        predicted = config.data.max_predictions_per_seq / config.seq_len
+        return (
+            flops.flops_per_token(num_params - embedding, m.num_layers, m.emb_dim, config.seq_len)
+            + 6 * embedding * predicted
+        )
 
-
-def loss_counts(config, batch):
-    """Denominators of the two losses: masked positions and sentence pairs."""
-    return {
-        "masked": jnp.sum(batch["masked_lm_weights"]).astype(jnp.float32),
-        "pairs": jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32),
-    }
-
-
-def loss_fn(config, model, params, batch, rng, train=True, counts=None):
-    """MLM loss over the masked positions only (weighted), plus the NSP loss (`use_nsp`).
-
-    `counts` as in `clm.loss_fn`: with the whole batch's counts, the parts of a batch (gradient
-    accumulation, pmap devices) give losses and gradients that add up to the whole batch's."""
-    counts = loss_counts(config, batch) if counts is None else counts
-    _, mlm_BxP, nsp_B = _losses(model, params, batch, rng, train)
-    weights_BxP = batch["masked_lm_weights"]
-    mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(counts["masked"], 1.0)
-    nsp_loss = jnp.sum(nsp_B) / counts["pairs"]
-    loss = mlm_loss + nsp_loss if config.use_nsp else mlm_loss
-    return loss, {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss}
-
-
-def eval_metrics(config, model, params, batch):
-    """{name: (sum, count)}; `loss` (mlm_loss + nsp_loss) is averaged over batches."""
-    out, mlm_BxP, nsp_B = _losses(model, params, batch)
-    weights_BxP = batch["masked_lm_weights"]
-    mlm_correct = jnp.argmax(out["mlm_logits"], -1) == batch["masked_lm_ids"]
-    nsp_correct = jnp.argmax(out["nsp_logits"], -1) == batch["next_sentence_label"]
-    weights_B = batch["eval_weight"]  # 0 for padding rows (their MLM weights are 0 too)
-    num_masked, num_rows = jnp.sum(weights_BxP), jnp.sum(weights_B)
-    mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(num_masked, 1.0)
-    nsp_loss = jnp.sum(nsp_B * weights_B) / jnp.maximum(num_rows, 1.0)
-    loss = mlm_loss + nsp_loss if config.use_nsp else mlm_loss
-    return {
-        "loss": (loss, jnp.ones(())),
-        "mlm_loss": (jnp.sum(mlm_BxP * weights_BxP), num_masked),
-        "mlm_accuracy": (jnp.sum(mlm_correct * weights_BxP), num_masked),
-        "nsp_loss": (jnp.sum(nsp_B * weights_B), num_rows),
-        "nsp_accuracy": (jnp.sum(nsp_correct * weights_B), num_rows),
-    }
-
-
-def flops_per_token(config, num_params, vocab_size):
-    """6N + attention, with the tied [D, V] output matmul counted only at the predicted
-    positions (max_predictions_per_seq of seq_len), where the gathered MLM head runs."""
-    from lmjax.train import flops
-
-    m = config.model
-    embedding = vocab_size * m.emb_dim
-    predicted = config.data.max_predictions_per_seq / config.seq_len
-    return (
-        flops.flops_per_token(num_params - embedding, m.num_layers, m.emb_dim, config.seq_len)
-        + 6 * embedding * predicted
-    )
-
-
-def fake_batch(config, vocab_size):
-    """Random ids in the pretraining batch layout (shapes for init and benchmarks)."""
-    rng = np.random.default_rng(0)
-    b, t, p = config.batch_size, config.seq_len, config.data.max_predictions_per_seq
-    return {
-        "input_ids": rng.integers(0, vocab_size, (b, t), dtype=np.int32),
-        "token_type_ids": np.repeat((np.arange(t) >= t // 2)[None], b, 0).astype(np.int32),
-        "attention_mask": np.ones((b, t), np.int32),
-        "masked_lm_positions": np.sort(rng.integers(1, t, (b, p)), axis=1).astype(np.int32),
-        "masked_lm_ids": rng.integers(0, vocab_size, (b, p), dtype=np.int32),
-        "masked_lm_weights": np.ones((b, p), np.float32),
-        "next_sentence_label": rng.integers(0, 2, (b,), dtype=np.int32),
-    }
+    def fake_batch(self, vocab_size):
+        """Random ids in the pretraining batch layout (shapes for init and benchmarks)."""
+        config = self.config
+        rng = np.random.default_rng(0)
+        b, t, p = config.batch_size, config.seq_len, config.data.max_predictions_per_seq
+        return {
+            "input_ids": rng.integers(0, vocab_size, (b, t), dtype=np.int32),
+            "token_type_ids": np.repeat((np.arange(t) >= t // 2)[None], b, 0).astype(np.int32),
+            "attention_mask": np.ones((b, t), np.int32),
+            "masked_lm_positions": np.sort(rng.integers(1, t, (b, p)), axis=1).astype(np.int32),
+            "masked_lm_ids": rng.integers(0, vocab_size, (b, p), dtype=np.int32),
+            "masked_lm_weights": np.ones((b, p), np.float32),
+            "next_sentence_label": rng.integers(0, 2, (b,), dtype=np.int32),
+        }

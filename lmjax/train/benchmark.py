@@ -4,16 +4,22 @@ import statistics
 import time
 
 import jax
+import ml_collections
 
+from lmjax import flops
 from lmjax.data import pipeline
-from lmjax.train import flops, loop, parallel
+from lmjax.train import build
 
 
-def run(config, steps=40, warmup=5, real_data=False):
-    task, mesh, rules = loop.setup(config)
-    with parallel.use_mesh(config, mesh, rules):
+def run(
+    config: ml_collections.ConfigDict, steps: int = 40, warmup: int = 5, real_data: bool = False
+) -> dict:
+    """Times `steps` train steps after compilation and `warmup` more; returns the figures."""
+    s = build.setup(config)
+    config, task, mesh = s.config, s.task, s.mesh
+    with s.activate():
         if real_data:
-            data = task.make_data(config)
+            data = task.make_data()
             vocab_size = data.vocab_size
             it = pipeline.train_iterator(
                 data.train_ds, config.batch_size, config.seed, data.batch_fn
@@ -21,12 +27,11 @@ def run(config, steps=40, warmup=5, real_data=False):
             batches = [next(it) for _ in range(8)]
         else:
             vocab_size = config.get("vocab_size", 65)
-            batches = [task.fake_batch(config, vocab_size)]
-        model = task.make_model(config, vocab_size)
-        tx, _, shardings, init_sharded = loop.build_state(config, task, model, mesh, rules)
-        compiled = loop.compile_steps(config, task, model, tx, shardings, mesh, rules)
+            batches = [task.fake_batch(vocab_size)]
+        b = build.build(s, task.make_model(vocab_size))
+        compiled = b.steps
         train_step = compiled.train  # takes host batches, as the loop feeds them
-        state = compiled.place(init_sharded(jax.random.PRNGKey(config.seed)))
+        state = compiled.place(b.init(jax.random.PRNGKey(config.seed)))
 
         start = time.perf_counter()
         state, metrics = train_step(state, batches[0])
@@ -53,14 +58,14 @@ def run(config, steps=40, warmup=5, real_data=False):
     step_s = min(statistics.median(times), pipelined_s)
     num_params = flops.count_params(compiled.unplace(state)["params"])
     tokens_per_step = config.batch_size * config.seq_len
-    flops_per_step = task.flops_per_token(config, num_params, vocab_size) * tokens_per_step
+    flops_per_step = task.flops_per_token(num_params, vocab_size) * tokens_per_step
     peak_per_device = flops.measure_peak_flops()
     n = mesh.devices.size
     return {
         "device": jax.devices()[0].device_kind,
         "num_devices": n,
-        "mesh": "pmap" if config.get("use_pmap") else "x".join(map(str, mesh.devices.shape)),
-        "grad_accum_steps": config.get("grad_accum_steps", 1),
+        "mesh": "pmap" if config.use_pmap else "x".join(map(str, mesh.devices.shape)),
+        "grad_accum_steps": config.grad_accum_steps,
         "num_params": num_params,
         "batch_size": config.batch_size,
         "seq_len": config.seq_len,

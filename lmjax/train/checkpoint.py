@@ -4,18 +4,18 @@ A checkpoint holds two items: `state` (params, optimizer state, step, rng) and `
 grain iterator's state as JSON). Restoring both makes a resumed run the same run.
 """
 
-import os
-
 import jax
 import orbax.checkpoint as ocp
 
+from lmjax import workdir as workdir_lib
 
-def make_manager(workdir, max_to_keep=3):
+
+def make_manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
     )
     return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        workdir_lib.checkpoint_dir(workdir),
         options=options,
         item_handlers={
             "state": ocp.StandardCheckpointHandler(),
@@ -85,7 +85,7 @@ def load_pretrained_params(workdir, params, step=None, skip=()):
     parameters are read, never the optimizer state.
     Returns (params, names copied, names initialised)."""
     manager = ocp.CheckpointManager(  # read-only; PyTree handler for a partial restore
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        workdir_lib.checkpoint_dir(workdir),
         item_handlers={"state": ocp.PyTreeCheckpointHandler()},
     )
     step = manager.latest_step() if step is None else step

@@ -1,28 +1,28 @@
 """Loading a trained model from its workdir for sampling and evaluation."""
 
+import flax.linen as nn
 import jax
 
-from lmjax.data import tokenizers
-from lmjax.train import checkpoint, loop
+from lmjax import workdir as workdir_lib
+from lmjax.train import build, checkpoint, parallel
 
 
-def load_model(workdir, step=None, task=None):
+def load_model(
+    workdir: str, step: int | None = None, task: str | None = None
+) -> tuple[nn.Module, dict, object]:
     """Returns (model, params, tokenizer) from WORKDIR's config, tokenizer and checkpoint (the
     latest step unless `step`), on one device. `task`: the task the workdir must have trained
     (e.g. "clm" for sampling); None takes any."""
-    config = loop.load_config(workdir)
+    config = workdir_lib.load_config(workdir)
     if task is not None and config.task != task:
         raise ValueError(f"{workdir} trained task {config.task!r}; this needs task {task!r}")
-    tokenizer = tokenizers.load_tokenizer(workdir)
-    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
-    task, mesh, rules = loop.setup(config, devices=jax.devices()[:1])
-    model = task.make_model(config, tokenizer.vocab_size)
-    with jax.set_mesh(mesh):
-        _, abstract_state, _, _ = loop.build_state(config, task, model, mesh, rules)
+    tokenizer = workdir_lib.load_tokenizer(workdir)
+    s = build.setup(config, mesh=parallel.single_device_mesh())
+    model = s.task.make_model(tokenizer.vocab_size)
+    with jax.set_mesh(s.mesh):
+        abstract_params = build.build(s, model).abstract_state["params"]
         # Parameters only: the optimizer state (and its structure) does not matter here.
-        params, _, missing = checkpoint.load_pretrained_params(
-            workdir, abstract_state["params"], step
-        )
+        params, _, missing = checkpoint.load_pretrained_params(workdir, abstract_params, step)
     if missing:
         raise ValueError(f"the checkpoint in {workdir} lacks {missing[0]}, which its config needs")
     return model, params, tokenizer

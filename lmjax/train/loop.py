@@ -4,71 +4,20 @@ Restore order: the latest checkpoint in `WORKDIR/checkpoints` if there is one; e
 with the weights it shares with `config.init_from`'s latest checkpoint loaded (fine-tuning).
 """
 
-import functools
-import json
 import math
-import os
 import signal
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
-from lmjax import tasks
+from lmjax import flops
+from lmjax import workdir as workdir_lib
 from lmjax.data import pipeline
-from lmjax.train import checkpoint, flops, parallel, step
+from lmjax.train import build, checkpoint, step
 from lmjax.train.metrics import MetricWriter, format_duration
-
-
-def setup(config, devices=None):
-    """Task, mesh and axis rules: what a run needs first, shared by train, sample and benchmark."""
-    task = tasks.get_task(config.task)
-    mesh = parallel.make_mesh(config.mesh, devices)
-    rules = tuple(tuple(r) for r in config.logical_axis_rules)
-    parallel.check_batch_size(config.batch_size, mesh, rules, config.get("grad_accum_steps", 1))
-    parallel.check_model_fits_mesh(config.model, mesh, rules)
-    return task, mesh, rules
-
-
-def build_state(config, task, model, mesh, rules):
-    """Abstract state with shardings, and a jitted init that creates the state already sharded."""
-    tx = step.make_optimizer(config)
-    example = task.fake_batch(config, model.cfg.vocab_size)
-    init = functools.partial(step.init_state, task, model, tx, example_batch=example)
-    boxed = jax.eval_shape(init, jax.random.PRNGKey(0))
-    shardings = parallel.state_shardings(boxed, mesh, rules)
-    abstract = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        parallel.unbox(boxed),
-        shardings,
-    )
-    init_sharded = jax.jit(lambda rng: parallel.unbox(init(rng)), out_shardings=shardings)
-    return tx, abstract, shardings, init_sharded
-
-
-def compile_steps(config, task, model, tx, shardings, mesh, rules):
-    """jit over the mesh (the state sharded as the rules say); or pmap if `config.use_pmap`."""
-    if config.get("use_pmap"):
-        return parallel.pmap_steps(config, task, model, tx, shardings, mesh)
-    batch_sharding = parallel.batch_sharding(mesh, rules)
-    train_step = jax.jit(
-        step.make_train_step(config, task, model, tx),
-        in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-        donate_argnums=0,
-    )
-    eval_step = jax.jit(
-        step.make_eval_step(config, task, model),
-        in_shardings=(shardings["params"], batch_sharding),
-        out_shardings=parallel.replicated(mesh),
-    )
-    return parallel.Steps(
-        train=lambda state, b: train_step(state, parallel.to_global_batch(b, batch_sharding)),
-        eval=lambda state, b: eval_step(
-            state["params"], parallel.to_global_batch(b, batch_sharding)
-        ),
-    )
 
 
 class _Preemption:
@@ -86,58 +35,52 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def save_config(config, workdir):
-    """The resolved config as WORKDIR/config.json (what `load_config` reads); process 0 writes."""
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-
-
-def evaluate(steps, state, eval_batches):
+def evaluate(steps: build.Steps, state: dict, eval_batches: list) -> dict[str, float]:
     total = None
     for batch in eval_batches:
         total = step.accumulate(total, steps.eval(state, batch))
     return {f"eval/{k}": v for k, v in step.average(jax.device_get(total)).items()}
 
 
-def train_and_evaluate(config, workdir, devices=None):
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, devices: list | None = None
+) -> dict[str, float]:
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns last metrics.
 
     `devices`: the mesh's devices (default: all of them)."""
-    os.makedirs(workdir, exist_ok=True)
-    task, mesh, rules = setup(config, devices)
-    with parallel.use_mesh(config, mesh, rules):
-        return _train(config, workdir, task, mesh, rules)
+    s = build.setup(config, devices)  # the resolved config: what config.json records
+    with s.activate():
+        return _train(s, workdir)
 
 
-def _train(config, workdir, task, mesh, rules):
+def _train(s: build.Setup, workdir: str) -> dict[str, float]:
+    config, task = s.config, s.task
     #### Data
-    data = task.make_data(config, workdir)
-    save_config(config, workdir)
+    data = task.make_data(workdir)
     if jax.process_index() == 0:
-        data.tokenizer.save(workdir)
+        workdir_lib.save_config(config, workdir)
+        workdir_lib.save_tokenizer(data.tokenizer, workdir)
     train_iter = pipeline.train_iterator(
         data.train_ds, config.batch_size, config.seed, data.batch_fn
     )
     eval_batches = pipeline.eval_batches(data.eval_ds, config.batch_size, config.eval_steps)
 
     #### Model and state
-    model = task.make_model(config, data.vocab_size)
-    tx, abstract_state, shardings, init_sharded = build_state(config, task, model, mesh, rules)
-    steps = compile_steps(config, task, model, tx, shardings, mesh, rules)
+    b = build.build(s, task.make_model(data.vocab_size))
+    steps = b.steps
     manager = checkpoint.make_manager(workdir, config.checkpoint_max_to_keep)
     writer = MetricWriter(workdir)
     latest = manager.latest_step()
     if latest is not None:
-        state, data_state = checkpoint.restore(manager, latest, abstract_state)
+        state, data_state = checkpoint.restore(manager, latest, b.abstract_state)
         train_iter.set_state(data_state)
         writer.truncate_after(latest)
         logging.info("resumed from %s/%d", manager.directory, latest)
     else:
-        state = init_sharded(jax.random.PRNGKey(config.seed))
-        if config.get("init_from"):  # fine-tuning: shared weights from a pretraining workdir
+        state = b.init(jax.random.PRNGKey(config.seed))
+        if config.init_from:  # fine-tuning: shared weights from a pretraining workdir
             state["params"], copied, fresh = checkpoint.load_pretrained_params(
-                config.init_from, state["params"], skip=config.get("init_from_skip", ())
+                config.init_from, state["params"], skip=config.init_from_skip
             )
             logging.info(
                 "init_from %s: %d tensors loaded; initialised afresh: %s",
@@ -149,11 +92,9 @@ def _train(config, workdir, task, mesh, rules):
     num_params = flops.count_params(state["params"])
     state = steps.place(state)
     flops_per_step = (
-        task.flops_per_token(config, num_params, data.vocab_size)
-        * config.batch_size
-        * config.seq_len
+        task.flops_per_token(num_params, data.vocab_size) * config.batch_size * config.seq_len
     )
-    peak_flops = flops.measure_peak_flops() * mesh.devices.size
+    peak_flops = flops.measure_peak_flops() * s.mesh.devices.size
     schedule = step.learning_rate_schedule(config)
     logging.info("model: %s parameters (position embeddings excluded)", f"{num_params:,}")
 
@@ -244,14 +185,3 @@ def _log_line(s, total, m, step_time):
         100 * m["train/mfu"],
         eta,
     )
-
-
-def load_config(workdir):
-    """The resolved config a run saved in its workdir, as a ConfigDict."""
-    import ml_collections
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no config.json in {workdir}: is it a training workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))

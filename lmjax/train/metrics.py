@@ -1,18 +1,18 @@
 """Metric writing: one flat dict per step (`train/loss`, `eval/loss`, ...) goes to
-`WORKDIR/metrics.jsonl` and to TensorBoard event files; only process 0 writes."""
+`WORKDIR/metrics.jsonl` and to TensorBoard event files (`lmjax.workdir`); only process 0 writes."""
 
-import json
 import math
-import os
 
 import jax
 from absl import logging
 
+from lmjax import workdir as workdir_lib
+
 
 class MetricWriter:
-    def __init__(self, workdir):
+    def __init__(self, workdir: str):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.workdir = workdir
         self._tb = None
         if self.enabled:
             try:  # clu's writer imports TensorFlow: only where metrics are written
@@ -20,23 +20,19 @@ class MetricWriter:
             except ImportError as e:  # e.g. a GPU image without TensorFlow: keep the JSON lines
                 logging.warning("no TensorBoard files (%s); metrics.jsonl only", e)
             else:
-                self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+                tb_dir = workdir_lib.tensorboard_dir(workdir)
+                self._tb = metric_writers.SummaryWriter(str(tb_dir))
 
-    def truncate_after(self, step):
+    def truncate_after(self, step: int) -> None:
         """Drops records after `step`: a resumed run rewrites them, so the file has no repeats."""
-        if not (self.enabled and os.path.exists(self.path)):
-            return
-        with open(self.path) as f:
-            records = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.path, "w") as f:
-            f.writelines(records)
+        if self.enabled:
+            workdir_lib.truncate_metrics(self.workdir, step)
 
-    def write(self, step, metrics):
+    def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
         metrics = {k: float(v) for k, v in metrics.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), **metrics}, allow_nan=True) + "\n")
+        workdir_lib.append_metrics(self.workdir, {"step": int(step), **metrics})
         if self._tb is not None:
             self._tb.write_scalars(
                 int(step), {k: v for k, v in metrics.items() if math.isfinite(v)}
@@ -49,12 +45,6 @@ class MetricWriter:
     def close(self):
         if self._tb is not None:
             self._tb.close()
-
-
-def read_metrics(workdir):
-    """The records of `WORKDIR/metrics.jsonl` as a list of dicts."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def format_duration(seconds):

@@ -4,24 +4,18 @@ The model names its axes (`batch`, `embed`, `heads`, ...); `config.logical_axis_
 names to the mesh axes `data`, `fsdp` and `tensor`. Changing the parallelism is a config change.
 """
 
-import contextlib
-import dataclasses
-import functools
 import math
-from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
-from lmjax.train import step
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
-def make_mesh(mesh_config, devices=None):
+def make_mesh(mesh_config, devices=None) -> Mesh:
     """Mesh of shape (data, fsdp, tensor) from config; one size may be -1 (the rest)."""
     devices = jax.devices() if devices is None else devices
     sizes = [int(mesh_config[a]) for a in MESH_AXES]
@@ -40,18 +34,6 @@ def make_mesh(mesh_config, devices=None):
     return jax.make_mesh(
         tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes), devices=devices
     )
-
-
-@contextlib.contextmanager
-def use_mesh(config, mesh, rules):
-    """The context steps run in: the mesh and the logical-axis rules (which turn the model's
-    `with_logical_constraint`s into sharding constraints); none of it for the pmap path, where
-    the constraints would refer to mesh axes that pmap does not have."""
-    if config.get("use_pmap"):
-        yield
-    else:
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            yield
 
 
 def _axes_size(mesh, axes):
@@ -128,6 +110,11 @@ def check_model_fits_mesh(model_config, mesh, rules):
             )
 
 
+def single_device_mesh() -> Mesh:
+    """A one-device mesh (the first device): loading a model for sampling or export."""
+    return make_mesh({a: 1 for a in MESH_AXES}, jax.devices()[:1])
+
+
 def replicated(mesh):
     return NamedSharding(mesh, PartitionSpec())
 
@@ -146,56 +133,3 @@ def unbox(tree):
 
 def _is_box(x):
     return isinstance(x, nn.Partitioned)
-
-
-@dataclasses.dataclass(frozen=True)
-class Steps:
-    """The compiled steps, taking this process's numpy batches, and where the state lives."""
-
-    train: Callable  # (state, host_batch) -> (state, metrics)
-    eval: Callable  # (state, host_batch) -> {name: (sum, count)}
-    place: Callable = lambda state: state  # init/restored state -> the layout `train` takes
-    unplace: Callable = lambda state: state  # and back (for checkpoints)
-
-
-def pmap_steps(config, task, model, tx, shardings, mesh):
-    """The `config.use_pmap` path: the state replicated on every local device, each device a
-    slice of the batch, gradients and metrics summed with `lax.psum` (see `make_train_step`)."""
-    if any(not s.is_fully_replicated for s in jax.tree.leaves(shardings)):
-        raise ValueError(
-            "use_pmap=True replicates the state: it needs mesh.fsdp=1 and mesh.tensor=1 "
-            "(use the mesh path for FSDP and tensor parallelism)"
-        )
-    devices = list(mesh.devices.flat)
-    n = sum(d.process_index == jax.process_index() for d in devices)  # this process's share
-    pmap = functools.partial(jax.pmap, axis_name="devices", devices=devices)
-    train_step = pmap(
-        step.make_train_step(config, task, model, tx, axis_name="devices"), donate_argnums=0
-    )
-    eval_metrics = step.make_eval_step(config, task, model)
-    eval_step = pmap(lambda params, b: jax.lax.psum(eval_metrics(params, b), "devices"))
-
-    def split(batch):  # [B, ...] -> [devices, B / devices, ...]
-        return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
-
-    def first(tree):  # one device's copy of a replicated tree
-        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
-
-    def train(state, batch):
-        state, metrics = train_step(state, split(batch))
-        return state, jax.tree.map(lambda x: x[0], metrics)
-
-    def place(state):
-        return pmap(lambda x: x)(jax.tree.map(lambda x: np.stack([x] * n), first(state)))
-
-    def unplace(state):
-        return jax.tree.map(
-            lambda x, s: jax.make_array_from_process_local_data(s, x), first(state), shardings
-        )
-
-    return Steps(
-        train=train,
-        eval=lambda state, b: jax.tree.map(lambda x: x[0], eval_step(state["params"], split(b))),
-        place=place,
-        unplace=unplace,
-    )

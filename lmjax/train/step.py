@@ -50,20 +50,18 @@ def make_train_step(config, task, model, tx, axis_name=None):
     (`axis_name` set) each device holds a part of the batch in the same way and the gradients
     are summed with `lax.psum`.
     """
-    accum = config.get("grad_accum_steps", 1)
+    accum = config.grad_accum_steps
 
     def grads_and_metrics(params, batch, rng, counts):
         def loss_fn(p):
-            loss, metrics = task.loss_fn(
-                config, model, p, batch, rng=rng, train=True, counts=counts
-            )
+            loss, metrics = task.loss_fn(model, p, batch, rng, train=True, counts=counts)
             return loss, {"loss": loss, **metrics}
 
         return jax.grad(loss_fn, has_aux=True)(params)
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state["rng"], state["step"])
-        counts = task.loss_counts(config, batch)
+        counts = task.loss_counts(batch)
         if axis_name is not None:  # this device's part of the batch; counts of the whole
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
             counts = jax.lax.psum(counts, axis_name)
@@ -104,11 +102,11 @@ def make_train_step(config, task, model, tx, axis_name=None):
     return train_step
 
 
-def make_eval_step(config, task, model):
+def make_eval_step(task, model):
     """Returns `eval_step(params, batch) -> {name: (sum, count)}`, summed over the batch."""
 
     def eval_step(params, batch):
-        return task.eval_metrics(config, model, params, batch)
+        return task.eval_metrics(model, params, batch)
 
     return eval_step
 
@@ -127,10 +125,10 @@ def accumulate(total, new):
 def init_state(task, model, tx, rng, example_batch):
     """Fresh train state (params still carry their logical-axis boxes)."""
     params_rng, state_rng = jax.random.split(rng)
-    params = task.init_params(model, params_rng, example_batch)
-    return {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": tx.init(params),
-        "rng": state_rng,
-    }
+    return new_state(task.init_params(model, params_rng, example_batch), tx, state_rng)
+
+
+def new_state(params, tx, rng):
+    """The train state at step 0 of `params`: {step, params, opt_state, rng}."""
+    step = jnp.zeros((), jnp.int32)
+    return {"step": step, "params": params, "opt_state": tx.init(params), "rng": rng}

@@ -1,0 +1,173 @@
+"""From a config to what runs: the task, mesh and rules (`setup`), then the sharded train state
+and the compiled steps (`build`), on the jit-over-a-mesh path or the pmap path.
+
+    s = build.setup(config)                       # checks the mesh, batch and model first
+    data = s.task.make_data(workdir)
+    b = build.build(s, s.task.make_model(data.vocab_size))
+    with s.activate():
+        state = b.steps.place(b.init(jax.random.PRNGKey(0)))
+        state, metrics = b.steps.train(state, next(batches))
+
+The loop, the benchmark, inference and Hugging Face import all build their state here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from lmjax import tasks
+from lmjax.train import parallel, step
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a run needs first: its resolved config, its task, the device mesh and axis rules."""
+
+    config: ml_collections.ConfigDict
+    task: tasks.Task
+    mesh: Mesh
+    rules: tuple
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        """The context steps run in: the mesh and the logical-axis rules (which turn the model's
+        `with_logical_constraint`s into sharding constraints); none of it on the pmap path,
+        where the constraints would name mesh axes that pmap does not have."""
+        if self.config.use_pmap:
+            yield
+        else:
+            with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+                yield
+
+
+def setup(
+    config: ml_collections.ConfigDict,
+    devices: Sequence[jax.Device] | None = None,
+    mesh: Mesh | None = None,
+) -> Setup:
+    """Resolves `config` (`tasks.resolve_config`), makes its mesh (over `devices`, default all;
+    or `mesh` as given) and checks that the batch and the model divide over it."""
+    config = tasks.resolve_config(config)
+    mesh = parallel.make_mesh(config.mesh, devices) if mesh is None else mesh
+    rules = tuple(tuple(r) for r in config.logical_axis_rules)
+    parallel.check_batch_size(config.batch_size, mesh, rules, config.grad_accum_steps)
+    parallel.check_model_fits_mesh(config.model, mesh, rules)
+    return Setup(config, tasks.get_task(config), mesh, rules)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The compiled steps, taking this process's numpy batches, and where the state lives."""
+
+    train: Callable  # (state, host_batch) -> (state, metrics)
+    eval: Callable  # (state, host_batch) -> {name: (sum, count)}
+    place: Callable = lambda state: state  # init/restored state -> the layout `train` takes
+    unplace: Callable = lambda state: state  # and back (for checkpoints)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A model's train state (abstract, with shardings), its init and its compiled steps."""
+
+    setup: Setup
+    model: nn.Module
+    tx: optax.GradientTransformation
+    abstract_state: dict  # ShapeDtypeStructs carrying the state's shardings
+    shardings: dict  # NamedShardings of the state
+    init: Callable  # rng -> a fresh state, created already sharded
+    steps: Steps
+
+
+def build(s: Setup, model: nn.Module) -> Built:
+    """The state of `model` sharded as the rules say, and its train/eval steps (jit over the
+    mesh, or pmap with `config.use_pmap`). Nothing compiles until a step is first called."""
+    config, task = s.config, s.task
+    tx = step.make_optimizer(config)
+    example = task.fake_batch(model.cfg.vocab_size)
+    init = functools.partial(step.init_state, task, model, tx, example_batch=example)
+    boxed = jax.eval_shape(init, jax.random.PRNGKey(0))
+    shardings = parallel.state_shardings(boxed, s.mesh, s.rules)
+    abstract = jax.tree.map(
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+        parallel.unbox(boxed),
+        shardings,
+    )
+    init_sharded = jax.jit(lambda rng: parallel.unbox(init(rng)), out_shardings=shardings)
+    make_steps = _pmap_steps if config.use_pmap else _jit_steps
+    steps = make_steps(s, model, tx, shardings)
+    return Built(s, model, tx, abstract, shardings, init_sharded, steps)
+
+
+def _jit_steps(s: Setup, model, tx, shardings) -> Steps:
+    """jit over the mesh: the state sharded as the rules say, batches on the batch axes."""
+    batch_sharding = parallel.batch_sharding(s.mesh, s.rules)
+    train_step = jax.jit(
+        step.make_train_step(s.config, s.task, model, tx),
+        in_shardings=(shardings, batch_sharding),
+        out_shardings=(shardings, parallel.replicated(s.mesh)),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(
+        step.make_eval_step(s.task, model),
+        in_shardings=(shardings["params"], batch_sharding),
+        out_shardings=parallel.replicated(s.mesh),
+    )
+    return Steps(
+        train=lambda state, b: train_step(state, parallel.to_global_batch(b, batch_sharding)),
+        eval=lambda state, b: eval_step(
+            state["params"], parallel.to_global_batch(b, batch_sharding)
+        ),
+    )
+
+
+def _pmap_steps(s: Setup, model, tx, shardings) -> Steps:
+    """The `config.use_pmap` path: the state replicated on every local device, each device a
+    slice of the batch, gradients and metrics summed with `lax.psum` (see `make_train_step`)."""
+    if any(not sh.is_fully_replicated for sh in jax.tree.leaves(shardings)):
+        raise ValueError(
+            "use_pmap=True replicates the state: it needs mesh.fsdp=1 and mesh.tensor=1 "
+            "(use the mesh path for FSDP and tensor parallelism)"
+        )
+    devices = list(s.mesh.devices.flat)
+    n = sum(d.process_index == jax.process_index() for d in devices)  # this process's share
+    pmap = functools.partial(jax.pmap, axis_name="devices", devices=devices)
+    train_step = pmap(
+        step.make_train_step(s.config, s.task, model, tx, axis_name="devices"), donate_argnums=0
+    )
+    eval_metrics = step.make_eval_step(s.task, model)
+    eval_step = pmap(lambda params, b: jax.lax.psum(eval_metrics(params, b), "devices"))
+
+    def split(batch):  # [B, ...] -> [devices, B / devices, ...]
+        return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+    def first(tree):  # one device's copy of a replicated tree
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+    def train(state, batch):
+        state, metrics = train_step(state, split(batch))
+        return state, jax.tree.map(lambda x: x[0], metrics)
+
+    def place(state):
+        return pmap(lambda x: x)(jax.tree.map(lambda x: np.stack([x] * n), first(state)))
+
+    def unplace(state):
+        return jax.tree.map(
+            lambda x, sh: jax.make_array_from_process_local_data(sh, x), first(state), shardings
+        )
+
+    return Steps(
+        train=train,
+        eval=lambda state, b: jax.tree.map(lambda x: x[0], eval_step(state["params"], split(b))),
+        place=place,
+        unplace=unplace,
+    )
