@@ -1,10 +1,14 @@
 """Config blocks every experiment shares (so configs/*.py show only what they choose), and the
 defaults of keys added after a config or workdir was written."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import ml_collections
 
 
-def add_parallelism(config):
+def add_parallelism(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Mesh axis sizes (product = device count, -1 takes the rest) and the map from the model's
     logical axis names to mesh axes: data parallelism by default, FSDP over `fsdp`, Megatron-style
     tensor parallelism over `tensor`."""
@@ -23,7 +27,7 @@ def add_parallelism(config):
     return config
 
 
-def shrink_for_test(config):
+def shrink_for_test(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The `:test` preset: a handful of steps that log, eval and checkpoint, for CI."""
     config.num_train_steps = 6
     config.warmup_steps = 2
@@ -67,7 +71,7 @@ DEFAULTS = {
 }
 
 
-def fill_defaults(config):
+def fill_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Sets each key of DEFAULTS (common and the config's task's) that `config` lacks, in place;
     returns {key: default} of those it set."""
     added = {}
@@ -85,7 +89,7 @@ def fill_defaults(config):
     return added
 
 
-def with_defaults(config):
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of `config` with `fill_defaults` applied."""
     config = config.copy_and_resolve_references()
     fill_defaults(config)

@@ -6,7 +6,10 @@ forward and backward matmuls of the N parameters (position embeddings excluded),
 12 * L * D * T per token for the attention scores and weighted values.
 """
 
+from __future__ import annotations
+
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +29,7 @@ KNOWN_PEAK_FLOPS = {
 }
 
 
-def count_params(params, exclude_position_embeddings=True):
+def count_params(params: Any, exclude_position_embeddings: bool = True) -> int:
     """Parameter count; nanoGPT leaves out the position embeddings (they do no matmul)."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     n = 0
@@ -37,12 +40,14 @@ def count_params(params, exclude_position_embeddings=True):
     return n
 
 
-def flops_per_token(num_params, num_layers, emb_dim, seq_len):
+def flops_per_token(num_params: int, num_layers: int, emb_dim: int, seq_len: int) -> int:
     """Training FLOPs per token: 6N + 12 * L * D * T (forward + backward, PaLM appendix B)."""
     return 6 * num_params + 12 * num_layers * emb_dim * seq_len
 
 
-def measure_peak_flops(dtype=jnp.float32, size=2048, repeats=5):
+def measure_peak_flops(
+    dtype: jnp.dtype | type = jnp.float32, size: int = 2048, repeats: int = 5
+) -> float:
     """Measured matmul FLOP/s of the first device: the best of `repeats` square matmuls."""
     device = jax.devices()[0]
     for name, peak in KNOWN_PEAK_FLOPS.items():

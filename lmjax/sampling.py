@@ -6,14 +6,20 @@ new window that re-reads the last `max_len // 2` tokens (nanoGPT crops its conte
 at every token; re-reading only once per half window keeps the cache useful).
 """
 
+from __future__ import annotations
+
 import functools
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+if TYPE_CHECKING:
+    from lmjax.models.transformer import Transformer
 
-def filter_logits(logits_BxV, top_k=0, top_p=1.0):
+
+def filter_logits(logits_BxV: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
     """Keeps the `top_k` largest logits and the smallest set whose probability reaches `top_p`."""
     neg_inf = jnp.finfo(logits_BxV.dtype).min
     if top_k and top_k < logits_BxV.shape[-1]:
@@ -29,7 +35,13 @@ def filter_logits(logits_BxV, top_k=0, top_p=1.0):
     return logits_BxV
 
 
-def sample_token(rng, logits_BxV, temperature=1.0, top_k=0, top_p=1.0):
+def sample_token(
+    rng: jax.Array,
+    logits_BxV: jax.Array,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> jax.Array:
     """Greedy at temperature 0, else a draw from the filtered, tempered distribution."""
     if temperature == 0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
@@ -63,7 +75,16 @@ def _generate_window(model, params, context_BxC, rng, num_new, temperature, top_
     return tokens_BxN
 
 
-def generate(model, params, prompt_BxP, max_new_tokens, rng, temperature=1.0, top_k=0, top_p=1.0):
+def generate(
+    model: Transformer,
+    params: Any,
+    prompt_BxP: np.ndarray | jax.Array,
+    max_new_tokens: int,
+    rng: jax.Array,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> np.ndarray:
     """Returns the `max_new_tokens` tokens that follow each prompt row, as a [B, N] numpy array."""
     prompt_BxP = np.asarray(prompt_BxP, np.int32)
     if prompt_BxP.ndim != 2 or prompt_BxP.shape[1] == 0:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import ml_collections
 from absl import logging
@@ -57,9 +58,10 @@ def read_json(file: PathLike) -> dict | None:
     return json.loads(file.read_text())
 
 
-def write_json(file: PathLike, obj) -> None:
+def write_json(file: PathLike, obj: Any) -> None:
     """Writes `obj` to a temporary file, then renames it: a reader never sees half a file."""
     file = epath.Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.parent / (file.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     tmp.replace(file)
@@ -104,7 +106,7 @@ def read_config_dict(workdir: PathLike) -> dict:
     return read_json(path(workdir) / CONFIG) or {}
 
 
-def flatten(config) -> dict:
+def flatten(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict:
     """{dotted key: leaf value} of a config (a ConfigDict or config.json's nested dict): the
     keys as `--config.KEY` flags name them."""
     out = {}
@@ -123,15 +125,15 @@ def has_tokenizer(workdir: PathLike) -> bool:
     return (path(workdir) / tokenizers.TOKENIZER_FILE).exists()
 
 
-def save_tokenizer(tokenizer, workdir: PathLike) -> None:
+def save_tokenizer(tokenizer: tokenizers.Tokenizer, workdir: PathLike) -> None:
     tokenizer.save(path(workdir))
 
 
-def load_tokenizer(workdir: PathLike):
+def load_tokenizer(workdir: PathLike) -> tokenizers.Tokenizer:
     return tokenizers.load_tokenizer(path(workdir))
 
 
-def saved_tokenizer(workdir: PathLike | None):
+def saved_tokenizer(workdir: PathLike | None) -> tokenizers.Tokenizer | None:
     """The tokenizer a run saved in `workdir` (a resumed run keeps its vocabulary), or None."""
     if workdir and has_tokenizer(workdir):
         return load_tokenizer(workdir)

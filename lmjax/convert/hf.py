@@ -14,13 +14,18 @@ architecture comes from `config.json` only (`hf_families`); safetensors are read
 (`experiments/convert.py`), so that `config.init_from` and `experiments/sample.py` work on it.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 from flax import traverse_util
@@ -60,7 +65,7 @@ ARCHITECTURES = {
 #### Import
 
 
-def import_model(path, dtype="float32"):
+def import_model(path: str, dtype: str = "float32") -> tuple[Transformer, dict[str, Any]]:
     """(lmjax model, {"params": ...}) of the Hugging Face checkpoint directory `path`.
 
     Heads the checkpoint lacks (BertModel: MLM and NSP heads) are initialised afresh, with a
@@ -127,7 +132,7 @@ def _params_from_tensors(tensors, table, abstract, path):
     return params, used, missing
 
 
-def architecture(hf_config):
+def architecture(hf_config: Mapping[str, Any]) -> str:
     """The supported Hugging Face architecture named in a config.json dict."""
     archs = hf_config.get("architectures") or []
     known = [a for a in archs if a in ARCHITECTURES]
@@ -142,20 +147,22 @@ def architecture(hf_config):
     return known[0]
 
 
-def make_model(model_class, cfg, hf_config):
+def make_model(
+    model_class: type[Transformer], cfg: TransformerConfig, hf_config: Mapping[str, Any]
+) -> Transformer:
     if model_class is bert.BertForSequenceClassification:
         return model_class(cfg, num_classes=fam.num_labels(hf_config))
     return model_class(cfg)
 
 
-def read_json(path):
+def read_json(path: str) -> Any:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is it a Hugging Face model directory?")
     with open(path) as f:
         return json.load(f)
 
 
-def read_tensors(path):
+def read_tensors(path: str) -> dict[str, np.ndarray]:
     """{name: numpy array} of model.safetensors, pytorch_model.bin or their sharded forms;
     floating point tensors as float32."""
     for name, load in ((SAFETENSORS_FILE, _load_safetensors), (TORCH_FILE, _load_torch)):
@@ -237,7 +244,7 @@ def _qkv_layout(box):
     return [names.index(n) for n in canonical], [canonical.index(n) for n in names]
 
 
-def to_lmjax(kind, arrays, box):
+def to_lmjax(kind: str, arrays: Sequence[np.ndarray], box: nn.Partitioned) -> jax.Array:
     """The lmjax parameter made of Hugging Face `arrays`, shaped as `box` (an abstract param)."""
     shape = box.value.shape
     if kind == "same":
@@ -257,7 +264,7 @@ def to_lmjax(kind, arrays, box):
     return jnp.asarray(x, jnp.float32)
 
 
-def to_hf(kind, x, box):
+def to_hf(kind: str, x: jax.Array, box: nn.Partitioned) -> tuple[jax.Array, ...]:
     """The Hugging Face tensors (a tuple) of lmjax parameter `x`; jnp ops, so that
     `jax.eval_shape` gives their shapes."""
     if kind == "same":
@@ -282,7 +289,12 @@ def _hf_shapes(kind, box):
 #### Export
 
 
-def export_model(model, variables, path, tokenizer=None):
+def export_model(
+    model: Transformer,
+    variables: Mapping[str, Any],
+    path: str,
+    tokenizer: tokenizers.Tokenizer | None = None,
+) -> None:
     """Writes `path`/{config.json, model.safetensors} (and the tokenizer's files when given),
     loadable with transformers' `from_pretrained`. A model trained without biases (nanoGPT's
     recipe) is written with zero biases: GPT-2 always has them."""
@@ -331,7 +343,7 @@ def export_model(model, variables, path, tokenizer=None):
         write_hf_tokenizer(tokenizer, path, cfg.max_len)
 
 
-def hf_architecture(model):
+def hf_architecture(model: nn.Module) -> str:
     """The Hugging Face architecture an lmjax model exports as."""
     if isinstance(model, bert.BertForSequenceClassification):
         return "BertForSequenceClassification"
@@ -345,7 +357,7 @@ def hf_architecture(model):
 #### Tokenizers
 
 
-def read_hf_tokenizer(path, model_type):
+def read_hf_tokenizer(path: str, model_type: str) -> tokenizers.Tokenizer | None:
     """The lmjax tokenizer of a Hugging Face directory, or None: BERT's vocab.txt as WordPiece
     (`do_lower_case` from tokenizer_config.json), else tokenizer.json or GPT-2's vocab.json +
     merges.txt through Hugging Face `tokenizers`."""
@@ -363,7 +375,7 @@ def read_hf_tokenizer(path, model_type):
     return None
 
 
-def write_hf_tokenizer(tokenizer, path, max_len):
+def write_hf_tokenizer(tokenizer: tokenizers.Tokenizer, path: str, max_len: int) -> None:
     """The tokenizer files transformers' AutoTokenizer reads; a character tokenizer has none."""
     if isinstance(tokenizer, tokenizers.WordPieceTokenizer):
         with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
@@ -391,7 +403,9 @@ def write_hf_tokenizer(tokenizer, path, max_len):
 #### lmjax workdirs
 
 
-def import_to_workdir(hf_dir, workdir, base_config):
+def import_to_workdir(
+    hf_dir: str, workdir: str, base_config: Callable[[str], ml_collections.ConfigDict]
+) -> str:
     """Writes `workdir` as a training run leaves it: config.json (`base_config(task)` with the
     imported architecture), the tokenizer and a step-0 checkpoint, so that `init_from`,
     experiments/sample.py and `export_workdir` read it. Not meant to be resumed in place (the
@@ -429,7 +443,9 @@ def import_to_workdir(hf_dir, workdir, base_config):
     return task_name
 
 
-def workdir_config(config, task_name, model, hf_dir):
+def workdir_config(
+    config: ml_collections.ConfigDict, task_name: str, model: Transformer, hf_dir: str
+) -> ml_collections.ConfigDict:
     """A copy of `config` with the task, positions and architecture of `model` (every
     `TransformerConfig` field, so no default of a task fills it in)."""
     cfg = model.cfg
@@ -450,14 +466,16 @@ def workdir_config(config, task_name, model, hf_dir):
     return config
 
 
-def load_workdir(workdir, step=None):
+def load_workdir(
+    workdir: str, step: int | None = None
+) -> tuple[nn.Module, dict, tokenizers.Tokenizer]:
     """(model, params, tokenizer) of any lmjax workdir's config and checkpoint (latest step)."""
     from lmjax.train import inference
 
     return inference.load_model(workdir, step)
 
 
-def export_workdir(workdir, hf_dir, step=None):
+def export_workdir(workdir: str, hf_dir: str, step: int | None = None) -> None:
     """Writes `hf_dir` from `workdir`'s model, checkpoint (latest step) and tokenizer."""
     model, params, tokenizer = load_workdir(workdir, step)
     export_model(model, {"params": params}, hf_dir, tokenizer)

@@ -8,6 +8,17 @@ parameter to the Hugging Face tensor(s) it is made of, with the layout conversio
 GPT-2's Conv1D [in, out], and `qkv_*` for the fused query/key/value projection).
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmjax.models.transformer import TransformerConfig
+
+# (lmjax parameter path, Hugging Face tensor names, layout conversion kind)
+TensorEntry = tuple[str, tuple[str, ...], str]
+
 # transformers' ACT2FN names → lmjax activations (`gelu_fast` and `gelu_pytorch_tanh` compute
 # GPT-2's tanh approximation, `gelu_python` the exact erf GELU).
 ACTIVATIONS_FROM_HF = {
@@ -92,7 +103,7 @@ def _heads(c, width_key, heads_key):
 #### GPT-2
 
 
-def gpt2_from_hf(hf_config, arch):
+def gpt2_from_hf(hf_config: Mapping[str, Any], arch: str) -> dict[str, Any]:
     """`TransformerConfig` kwargs of a GPT2Config dict."""
     c = {**GPT2_DEFAULTS, **hf_config}
     _require(c, "scale_attn_weights", True, "attention scores are always scaled by 1/sqrt(K)")
@@ -122,7 +133,9 @@ def gpt2_from_hf(hf_config, arch):
     )
 
 
-def gpt2_to_hf(cfg, arch, eos_token_id=None):
+def gpt2_to_hf(
+    cfg: TransformerConfig, arch: str, eos_token_id: int | None = None
+) -> dict[str, Any]:
     """GPT2Config dict of a `TransformerConfig` (a pre-LN causal decoder)."""
     if not cfg.causal or cfg.norm_position != "pre" or cfg.type_vocab_size or cfg.embed_norm:
         raise ValueError(
@@ -169,7 +182,7 @@ def _layer_norm(lmjax, hf):
     ]
 
 
-def gpt2_tensors(num_layers, prefix):
+def gpt2_tensors(num_layers: int, prefix: str) -> list[TensorEntry]:
     """[(lmjax path, Hugging Face names, kind)]; `prefix` is "transformer." in GPT2LMHeadModel."""
     p = prefix
     entries = [
@@ -190,7 +203,7 @@ def gpt2_tensors(num_layers, prefix):
     return entries + _layer_norm("ln_final", f"{p}ln_f")
 
 
-def gpt2_tied(prefix):
+def gpt2_tied(prefix: str) -> dict[str, str]:
     """{name a checkpoint may also hold: the tensor it must equal} (weights lmjax ties)."""
     return {"lm_head.weight": f"{prefix}wte.weight"}
 
@@ -198,7 +211,7 @@ def gpt2_tied(prefix):
 #### BERT
 
 
-def bert_from_hf(hf_config, arch):
+def bert_from_hf(hf_config: Mapping[str, Any], arch: str) -> dict[str, Any]:
     """`TransformerConfig` kwargs of a BertConfig dict."""
     c = {**BERT_DEFAULTS, **hf_config}
     _require(c, "position_embedding_type", "absolute", "learned absolute positions only")
@@ -229,14 +242,16 @@ def bert_from_hf(hf_config, arch):
     )
 
 
-def num_labels(hf_config):
+def num_labels(hf_config: Mapping[str, Any]) -> int:
     """Classes of a BertForSequenceClassification config (transformers: len(id2label))."""
     if "id2label" in hf_config:
         return len(hf_config["id2label"])
     return hf_config.get("num_labels", 2)
 
 
-def bert_to_hf(cfg, arch, num_classes=None, pad_token_id=0):
+def bert_to_hf(
+    cfg: TransformerConfig, arch: str, num_classes: int | None = None, pad_token_id: int = 0
+) -> dict[str, Any]:
     """BertConfig dict of a `TransformerConfig` (a post-LN encoder with token types)."""
     if cfg.causal or cfg.norm_position != "post" or not cfg.embed_norm or not cfg.type_vocab_size:
         raise ValueError(
@@ -269,7 +284,7 @@ def bert_to_hf(cfg, arch, num_classes=None, pad_token_id=0):
     return config
 
 
-def bert_tensors(num_layers, prefix):
+def bert_tensors(num_layers: int, prefix: str) -> list[TensorEntry]:
     """[(lmjax path, Hugging Face names, kind)]; `prefix` is "bert." except in BertModel.
     Entries for heads the lmjax model lacks are skipped by the caller."""
     p = prefix
@@ -301,7 +316,7 @@ def bert_tensors(num_layers, prefix):
     ]
 
 
-def bert_tied(prefix):
+def bert_tied(prefix: str) -> dict[str, str]:
     return {
         "cls.predictions.decoder.weight": f"{prefix}embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",

@@ -1,5 +1,7 @@
 """Text corpora: the ones embedded in the package (no network) and local files."""
 
+from __future__ import annotations
+
 import os
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
@@ -15,7 +17,7 @@ EMBEDDED = {
 }
 
 
-def resolve(name_or_path):
+def resolve(name_or_path: str) -> str:
     """The file of an embedded name, or the path itself; FileNotFoundError when it is missing."""
     path = EMBEDDED.get(name_or_path, name_or_path)
     if not os.path.isfile(path):
@@ -26,7 +28,7 @@ def resolve(name_or_path):
     return path
 
 
-def read_text(name_or_path):
+def read_text(name_or_path: str) -> str:
     """Returns the text of an embedded corpus (by name) or of a local file (by path)."""
     with open(resolve(name_or_path), encoding="utf-8") as f:
         return f.read()

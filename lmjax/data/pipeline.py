@@ -4,11 +4,17 @@ A training iterator's position is saved in every checkpoint (`get_state` / `set_
 resumed run sees exactly the batches an uninterrupted run would have seen.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Callable, Mapping
 
 import grain
 import jax
 import numpy as np
+
+# (batch, np.random.Generator) -> batch, run on each train batch (e.g. dynamic masking).
+BatchFn = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass
@@ -22,7 +28,7 @@ class TaskData:
     batch_fn: object = None  # (batch, np.random.Generator) -> batch on each train batch
 
 
-def lm_windows(tokens, seq_len, stride=1):
+def lm_windows(tokens: np.ndarray, seq_len: int, stride: int = 1) -> grain.MapDataset:
     """MapDataset of the `seq_len + 1`-token windows of `tokens` starting every `stride` tokens,
     as {"inputs", "targets"}. Training takes every window (nanoGPT's random offsets); evaluation
     takes non-overlapping ones (stride = seq_len), so each held-out token is scored once."""
@@ -34,13 +40,18 @@ def lm_windows(tokens, seq_len, stride=1):
     return grain.MapDataset.range((len(tokens) - seq_len - 1) // stride + 1).map(window)
 
 
-def rows(arrays):
+def rows(arrays: Mapping[str, np.ndarray]) -> grain.MapDataset:
     """MapDataset whose element i is {key: arrays[key][i]} (arrays of equal length)."""
     n = len(next(iter(arrays.values())))
     return grain.MapDataset.range(n).map(lambda i: {k: v[i] for k, v in arrays.items()})
 
 
-def train_iterator(ds, batch_size, seed, batch_fn=None):
+def train_iterator(
+    ds: grain.MapDataset,
+    batch_size: int,
+    seed: int,
+    batch_fn: BatchFn | None = None,
+) -> grain.DatasetIterator:
     """Shuffled (reshuffled every epoch), repeated, batched iterator over this process's share.
 
     `batch_size` is the global batch; each of the `jax.process_count()` processes reads
@@ -66,7 +77,9 @@ def _per_process_rng(batch_fn, process_index):
     return fn
 
 
-def eval_batches(ds, batch_size, num_batches, seed=0):
+def eval_batches(
+    ds: grain.MapDataset, batch_size: int, num_batches: int, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
     """A fixed list of eval batches: a fixed-seed sample of `num_batches`, or all when it is -1.
 
     The same in every run and after resume, so eval numbers compare across runs. Every batch has
@@ -98,7 +111,9 @@ def _per_process(batch_size):
     return batch_size // jax.process_count()
 
 
-def fake_batch(batch_size, seq_len, vocab_size, seed=0):
+def fake_batch(
+    batch_size: int, seq_len: int, vocab_size: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Random tokens in the CLM batch layout (benchmarks, shape checks)."""
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab_size, (batch_size, seq_len + 1), dtype=np.int32)

@@ -15,7 +15,18 @@ Instances are dicts of fixed-shape arrays, N instances of length T = max_seq_len
 masked_lm_weights [N,P] float32 (P = max_predictions_per_seq) and masks input_ids.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from lmjax.data.tokenizers import Tokenizer, WordPieceTokenizer
+
+# (tokens_a, tokens_b, is_random_next)
+Pair = tuple[list[int], list[int], bool]
 
 INSTANCE_KEYS = (
     "input_ids",
@@ -33,7 +44,9 @@ def _randint(rng, low, high):
     return int(rng.integers(low, high + 1))
 
 
-def tokenize_documents(documents, tokenizer):
+def tokenize_documents(
+    documents: Iterable[Sequence[str]], tokenizer: Tokenizer
+) -> list[list[np.ndarray]]:
     """Documents of sentence strings -> documents of int32 id arrays; empty ones dropped."""
     encode_batch = getattr(tokenizer, "encode_batch", None)
     tokenized = []
@@ -45,7 +58,9 @@ def tokenize_documents(documents, tokenizer):
     return tokenized
 
 
-def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
+def truncate_seq_pair(
+    tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: np.random.Generator
+) -> None:
     """Trims the longer list, one token at a time from its front or back (a coin flip), in place,
     until both fit in `max_num_tokens` (create_pretraining_data.py: truncate_seq_pair)."""
     while len(tokens_a) + len(tokens_b) > max_num_tokens:
@@ -57,7 +72,13 @@ def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
             trunc_tokens.pop()
 
 
-def create_pairs_from_document(documents, document_index, max_seq_length, short_seq_prob, rng):
+def create_pairs_from_document(
+    documents: Sequence[Sequence[np.ndarray]],
+    document_index: int,
+    max_seq_length: int,
+    short_seq_prob: float,
+    rng: np.random.Generator,
+) -> list[Pair]:
     """Segment pairs of one document: a list of (tokens_a, tokens_b, is_random_next), with token
     lists already truncated to max_seq_length - 3 (create_instances_from_document)."""
     document = documents[document_index]
@@ -114,7 +135,15 @@ def create_pairs_from_document(documents, document_index, max_seq_length, short_
     return pairs
 
 
-def pack_pairs(pairs, max_seq_length, *, cls_id, sep_id, pad_id, is_continuation=None):
+def pack_pairs(
+    pairs: Sequence[Pair],
+    max_seq_length: int,
+    *,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    is_continuation: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """(tokens_a, tokens_b, is_random_next) pairs -> instance arrays of length max_seq_length.
 
     `is_continuation` is a [vocab_size] bool array, True for `##` pieces (for `word_start`);
@@ -155,17 +184,17 @@ def pack_pairs(pairs, max_seq_length, *, cls_id, sep_id, pad_id, is_continuation
 
 
 def create_instances(
-    documents,
-    rng,
+    documents: Iterable[Sequence[np.ndarray]],
+    rng: np.random.Generator,
     *,
-    max_seq_length,
-    short_seq_prob=0.1,
-    dupe_factor=1,
-    cls_id,
-    sep_id,
-    pad_id,
-    is_continuation=None,
-):
+    max_seq_length: int,
+    short_seq_prob: float = 0.1,
+    dupe_factor: int = 1,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    is_continuation: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Unmasked instances from documents of int id arrays (create_training_instances).
 
     Shuffles the documents, makes `dupe_factor` passes over them (each pass draws new targets,
@@ -223,16 +252,16 @@ def _take_words_greedily(len_BxW, budget_B):
 
 
 def mask_tokens(
-    batch,
-    rng,
+    batch: Mapping[str, np.ndarray],
+    rng: np.random.Generator,
     *,
-    masked_lm_prob,
-    max_predictions_per_seq,
-    mask_id,
-    vocab_size,
-    whole_word=False,
-    exclude_ids=(),
-):
+    masked_lm_prob: float,
+    max_predictions_per_seq: int,
+    mask_id: int,
+    vocab_size: int,
+    whole_word: bool = False,
+    exclude_ids: Iterable[int] = (),
+) -> dict[str, np.ndarray]:
     """Masks a batch of instances for MLM (create_masked_lm_predictions), vectorised.
 
     Per row: num_to_predict = min(max_predictions_per_seq, max(1, round(real_tokens *
@@ -300,18 +329,18 @@ def mask_tokens(
 
 
 def create_pretraining_data(
-    documents,
-    tokenizer,
-    rng,
+    documents: Iterable[Sequence[np.ndarray]],
+    tokenizer: WordPieceTokenizer,
+    rng: np.random.Generator,
     *,
-    max_seq_length,
-    short_seq_prob=0.1,
-    dupe_factor=1,
-    masked_lm_prob=0.15,
-    max_predictions_per_seq=20,
-    whole_word=False,
-    mask=True,
-):
+    max_seq_length: int,
+    short_seq_prob: float = 0.1,
+    dupe_factor: int = 1,
+    masked_lm_prob: float = 0.15,
+    max_predictions_per_seq: int = 20,
+    whole_word: bool = False,
+    mask: bool = True,
+) -> dict[str, np.ndarray]:
     """Instances from documents of id arrays, statically masked unless `mask=False`.
 
     `tokenizer` gives the special ids, vocab_size and `continuation_mask` (WordPieceTokenizer).
@@ -342,7 +371,12 @@ def create_pretraining_data(
     )
 
 
-def make_eval_set(documents, tokenizer, seed, **kwargs):
+def make_eval_set(
+    documents: Iterable[Sequence[np.ndarray]],
+    tokenizer: WordPieceTokenizer,
+    seed: int,
+    **kwargs: Any,
+) -> dict[str, np.ndarray]:
     """Eval instances and their masks from `seed` alone: byte-identical across runs, so eval
     numbers compare between runs and checkpoints. kwargs as create_pretraining_data."""
     return create_pretraining_data(documents, tokenizer, np.random.default_rng(seed), **kwargs)

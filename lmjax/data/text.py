@@ -10,6 +10,8 @@ A document is a list of sentence strings. Two readers:
   (a file with one sentence per line, the original's format, stays as it is).
 """
 
+from __future__ import annotations
+
 import re
 
 # WikiText is tokenized with spaces around punctuation: a sentence ends at a " . ", " ? " or
@@ -22,7 +24,7 @@ _TITLE = re.compile(r"^ ?= [^=].* = ?$")
 _HEADING = re.compile(r"^ ?(= ){2,}.*( =){2,} ?$")
 
 
-def split_sentences(text, tokenized=False):
+def split_sentences(text: str, tokenized: bool = False) -> list[str]:
     """Splits a paragraph into sentences; `tokenized` for space-separated text (WikiText)."""
     text = text.strip()
     if not text:
@@ -42,7 +44,7 @@ def split_sentences(text, tokenized=False):
     return [p.strip() for p in parts if p.strip()]
 
 
-def is_wikitext(text):
+def is_wikitext(text: str) -> bool:
     """True when the first non-blank line is a WikiText article title (` = Title = `)."""
     for line in text.splitlines():
         if line.strip():
@@ -50,7 +52,7 @@ def is_wikitext(text):
     return False
 
 
-def wikitext_documents(text, unk_token="[UNK]"):
+def wikitext_documents(text: str, unk_token: str | None = "[UNK]") -> list[list[str]]:
     """WikiText articles as documents of sentences (titles and section headings dropped);
     `<unk>` is replaced by `unk_token` (None keeps it)."""
     if unk_token is not None:
@@ -70,7 +72,7 @@ def wikitext_documents(text, unk_token="[UNK]"):
     return [d for d in documents if d]
 
 
-def blank_line_documents(text, tokenized=False):
+def blank_line_documents(text: str, tokenized: bool = False) -> list[list[str]]:
     """Documents separated by blank lines; every line is split into sentences."""
     documents = [[]]
     for line in text.splitlines():
@@ -81,7 +83,7 @@ def blank_line_documents(text, tokenized=False):
     return [d for d in documents if d]
 
 
-def read_documents(text, fmt="auto"):
+def read_documents(text: str, fmt: str = "auto") -> list[list[str]]:
     """Documents of sentences from `text` in `fmt` "wikitext", "blank_lines" or "auto" (WikiText
     when the first non-blank line is an article title)."""
     if fmt == "auto":

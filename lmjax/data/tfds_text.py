@@ -11,9 +11,12 @@ dataset by name, read without network.
   `data_dir` (`tfds build NAME --data_dir=DIR`, with network); nothing is downloaded here.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 
+import ml_collections
 import tensorflow_datasets as tfds
 
 from lmjax.data import corpora, text
@@ -71,7 +74,11 @@ def _data_dir(data_dir):
     return os.path.expanduser(data_dir or os.path.join("~", "tensorflow_datasets"))
 
 
-def local_builder(config=None, data_dir="", file_format="array_record"):
+def local_builder(
+    config: LocalTextCorpusConfig | str | None = None,
+    data_dir: str = "",
+    file_format: str = "array_record",
+) -> LocalTextCorpus:
     """A `LocalTextCorpus` for `config` (a `LocalTextCorpusConfig` or a config name; default
     wikitext2) in `data_dir` ("" = ~/tensorflow_datasets), prepared if it is not yet. A prepared
     config is reused as it is: after changing its files, delete its directory or rename it."""
@@ -88,7 +95,7 @@ def _is_local(name):
     return name.split("/")[0] == LocalTextCorpus.name
 
 
-def tfds_builder(name, data_dir=""):
+def tfds_builder(name: str, data_dir: str = "") -> tfds.core.DatasetBuilder:
     """The prepared builder of TFDS dataset `name` (`dataset[/config][:version]`) in `data_dir`.
     Our local corpus builder is prepared on the spot; any other dataset that is not prepared raises
     FileNotFoundError saying how to prepare it (nothing is downloaded)."""
@@ -124,7 +131,13 @@ def _examples(builder, split):
     return tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
 
 
-def read_tfds_documents(name, split="train", text_key="text", data_dir="", tokenized=False):
+def read_tfds_documents(
+    name: str | tfds.core.DatasetBuilder,
+    split: str = "train",
+    text_key: str = "text",
+    data_dir: str = "",
+    tokenized: bool = False,
+) -> list[list[str]]:
     """Documents (lists of sentences) of TFDS dataset `name`, one per example, in stored order.
 
     Each example's `text_key` is split into lines and each line into sentences (`tokenized`:
@@ -162,7 +175,7 @@ def read_tfds_documents(name, split="train", text_key="text", data_dir="", token
     return documents
 
 
-def read_config_documents(data_config):
+def read_config_documents(data_config: ml_collections.ConfigDict) -> list[list[str]]:
     """`read_tfds_documents` of a config's `data.tfds_name`, with its `tfds_split`,
     `tfds_text_key` and `tfds_data_dir` keys (or their defaults), as every task reads them."""
     return read_tfds_documents(

@@ -2,7 +2,11 @@
 run's workdir, through `lmjax.workdir`), so that sampling and fine-tuning use the vocabulary the
 model was trained with. Directories are `etils.epath` paths: local or a bucket."""
 
+from __future__ import annotations
+
 import json
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from etils import epath
@@ -22,23 +26,23 @@ class CharTokenizer:
         self._index = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def from_text(cls, text):
+    def from_text(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return len(self.chars)
 
-    def encode(self, text):
+    def encode(self, text: str) -> np.ndarray:
         try:
             return np.array([self._index[c] for c in text], dtype=np.int32)
         except KeyError as e:
             raise ValueError(f"character {e.args[0]!r} is not in the vocabulary") from None
 
-    def decode(self, ids):
+    def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
-    def save(self, directory):
+    def save(self, directory: epath.PathLike) -> None:
         _write(directory, TOKENIZER_FILE, json.dumps({"type": "char", "chars": self.chars}))
 
 
@@ -72,7 +76,9 @@ class WordPieceTokenizer:
         self._continuation = np.array([p.startswith("##") for p in self.vocab], dtype=bool)
 
     @classmethod
-    def train(cls, texts, vocab_size, lowercase=True):
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, lowercase: bool = True
+    ) -> WordPieceTokenizer:
         """Learns a vocabulary of at most `vocab_size` pieces (specials first, [PAD]=0)."""
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
@@ -90,7 +96,7 @@ class WordPieceTokenizer:
         return cls(sorted(index, key=index.get), lowercase=lowercase)
 
     @classmethod
-    def from_vocab_file(cls, path, lowercase=True):
+    def from_vocab_file(cls, path: epath.PathLike, lowercase: bool = True) -> WordPieceTokenizer:
         """Loads a BERT vocab.txt (one piece per line, line number = id), cased or uncased."""
         path = epath.Path(path)
         if not path.is_file():
@@ -104,10 +110,10 @@ class WordPieceTokenizer:
             raise ValueError(f"{path}: {e}") from None
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def token_to_id(self, piece):
+    def token_to_id(self, piece: str) -> int | None:
         return self._index.get(piece)
 
     pad_id = property(lambda self: self._index["[PAD]"])
@@ -117,26 +123,26 @@ class WordPieceTokenizer:
     mask_id = property(lambda self: self._index["[MASK]"])
 
     @property
-    def special_ids(self):
+    def special_ids(self) -> tuple[int, ...]:
         return tuple(self._index[t] for t in SPECIAL_TOKENS)
 
     @property
-    def continuation_mask(self):
+    def continuation_mask(self) -> np.ndarray:
         """[vocab_size] bool, True for `##` pieces (a token that does not start a word)."""
         return self._continuation.copy()
 
-    def encode(self, text):
+    def encode(self, text: str) -> np.ndarray:
         """Token ids of `text`, no [CLS]/[SEP] added."""
         return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
 
-    def encode_batch(self, texts):
+    def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
         return [np.array(e.ids, dtype=np.int32) for e in encodings]
 
-    def tokenize(self, text):
+    def tokenize(self, text: str) -> list[str]:
         return self._tok.encode(text, add_special_tokens=False).tokens
 
-    def decode(self, ids):
+    def decode(self, ids: Iterable[int]) -> str:
         """Joins pieces back into text (`##` glued on); special tokens are kept."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
@@ -147,7 +153,7 @@ class WordPieceTokenizer:
             and self.lowercase == other.lowercase
         )
 
-    def save(self, directory):
+    def save(self, directory: epath.PathLike) -> None:
         _write(directory, VOCAB_FILE, "".join(piece + "\n" for piece in self.vocab))
         spec = {"type": "wordpiece", "lowercase": self.lowercase, "vocab_file": VOCAB_FILE}
         _write(directory, TOKENIZER_FILE, json.dumps(spec))
@@ -167,13 +173,17 @@ class HFTokenizer:
         self.hf_config = config
 
     @classmethod
-    def from_file(cls, path, hf_config=None):
+    def from_file(
+        cls, path: epath.PathLike, hf_config: Mapping[str, Any] | None = None
+    ) -> HFTokenizer:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_str(epath.Path(path).read_text(encoding="utf-8")), hf_config)
 
     @classmethod
-    def from_bpe_files(cls, vocab_path, merges_path, hf_config=None):
+    def from_bpe_files(
+        cls, vocab_path: str, merges_path: str, hf_config: Mapping[str, Any] | None = None
+    ) -> HFTokenizer:
         """GPT-2's byte-level BPE from its vocab.json and merges.txt."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
@@ -189,7 +199,9 @@ class HFTokenizer:
         return cls(tok, hf_config)
 
     @classmethod
-    def train_byte_level_bpe(cls, text, vocab_size, eos_token="<|endoftext|>"):
+    def train_byte_level_bpe(
+        cls, text: str, vocab_size: int, eos_token: str = "<|endoftext|>"
+    ) -> HFTokenizer:
         """A GPT-2-style byte-level BPE of `vocab_size` (with `eos_token`) trained on `text`."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -206,33 +218,37 @@ class HFTokenizer:
         return cls(tok, {"eos_token": eos_token})
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
-    def token_to_id(self, token):
+    def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
     @property
-    def eos_id(self):
+    def eos_id(self) -> int | None:
         """Id of the end-of-text token named in tokenizer_config.json, or None."""
         token = _token_text(self.hf_config.get("eos_token"))
         return self._tok.token_to_id(token) if token else None
 
-    def encode(self, text):
+    def encode(self, text: str) -> np.ndarray:
         return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
 
-    def decode(self, ids):
+    def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
-    def save_hf(self, path):
+    def save_hf(self, path: epath.PathLike) -> None:
         """Writes the Hugging Face tokenizer.json into `path`."""
         _write(path, "tokenizer.json", self._tok.to_str(pretty=True))
 
-    def save(self, directory):
+    def save(self, directory: epath.PathLike) -> None:
         # lmjax's tokenizer.json names the type; the Hugging Face file sits beside it.
         _write(directory, HF_TOKENIZER_FILE, self._tok.to_str(pretty=True))
         spec = {"type": "hf", "file": HF_TOKENIZER_FILE, "hf_config": self.hf_config}
         _write(directory, TOKENIZER_FILE, json.dumps(spec))
+
+
+# Any of the tokenizers above (what `load_tokenizer` returns).
+Tokenizer = CharTokenizer | WordPieceTokenizer | HFTokenizer
 
 
 def _token_text(token):
@@ -246,7 +262,7 @@ def _write(directory, name, text):
     (directory / name).write_text(text, encoding="utf-8")
 
 
-def load_tokenizer(directory):
+def load_tokenizer(directory: epath.PathLike) -> Tokenizer:
     """The tokenizer a `save(directory)` wrote."""
     directory = epath.Path(directory)
     path = directory / TOKENIZER_FILE

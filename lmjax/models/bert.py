@@ -25,7 +25,10 @@ Fine-tuning copies every parameter the two models share (encoder and pooler) and
 the rest.
 """
 
+from __future__ import annotations
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from lmjax.models.heads import ClassifierHead, MlmHead, NspHead, Pooler
@@ -64,12 +67,12 @@ class BertForPreTraining(Transformer):
     @nn.compact
     def __call__(
         self,
-        input_ids,
-        token_type_ids=None,
-        attention_mask=None,
-        masked_lm_positions=None,
-        train=False,
-    ):
+        input_ids: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        masked_lm_positions: jax.Array | None = None,
+        train: bool = False,
+    ) -> dict[str, jax.Array]:
         cfg = self.cfg
         x_BxTxD, embedding_VxD = self.encode(input_ids, token_type_ids, attention_mask, train=train)
         if masked_lm_positions is None:
@@ -91,7 +94,13 @@ class BertForSequenceClassification(Transformer):
     num_classes: int = 2
 
     @nn.compact
-    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, train=False):
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        train: bool = False,
+    ) -> dict[str, jax.Array]:
         cfg = self.cfg
         x_BxTxD, _ = self.encode(input_ids, token_type_ids, attention_mask, train=train)
         pooled_BxD = Pooler(cfg, name="pooler")(x_BxTxD)

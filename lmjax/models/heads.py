@@ -6,7 +6,10 @@ its own bias), `NspHead` ↔ `cls.seq_relationship`, `ClassifierHead` ↔ `class
 Logits are float32.
 """
 
+from __future__ import annotations
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from lmjax.models.transformer import ACTIVATIONS, Dense, TransformerConfig, layer_norm, matmul
@@ -18,7 +21,7 @@ class Pooler(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BxTxD):
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
         cls_BxD = x_BxTxD[:, 0]
         h_BxD = Dense((self.cfg.emb_dim,), ("embed", None), self.cfg, name="dense")(cls_BxD)
         return nn.with_logical_constraint(jnp.tanh(h_BxD), ("batch", "embed"))
@@ -33,7 +36,7 @@ class MlmHead(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BxPxD, embedding_VxD):
+    def __call__(self, x_BxPxD: jax.Array, embedding_VxD: jax.Array) -> jax.Array:
         cfg = self.cfg
         h_BxPxD = Dense((cfg.emb_dim,), ("embed", None), cfg, name="dense")(x_BxPxD)
         h_BxPxD = layer_norm(cfg, "ln")(ACTIVATIONS[cfg.activation](h_BxPxD))
@@ -53,7 +56,7 @@ class NspHead(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, pooled_BxD):
+    def __call__(self, pooled_BxD: jax.Array) -> jax.Array:
         logits_Bx2 = Dense((2,), ("embed", None), self.cfg, name="dense")(pooled_BxD)
         return logits_Bx2.astype(jnp.float32)
 
@@ -65,7 +68,7 @@ class ClassifierHead(nn.Module):
     num_classes: int
 
     @nn.compact
-    def __call__(self, pooled_BxD, train=False):
+    def __call__(self, pooled_BxD: jax.Array, train: bool = False) -> jax.Array:
         h_BxD = nn.Dropout(self.cfg.dropout_rate)(pooled_BxD, deterministic=not train)
         logits_BxC = Dense((self.num_classes,), ("embed", None), self.cfg, name="dense")(h_BxD)
         return logits_BxC.astype(jnp.float32)

@@ -9,8 +9,11 @@ Parameters and activations carry logical axis names (`batch`, `length`, `embed`,
 Shapes are in names: B batch, T query length, S key length, D embed, H heads, K head dim, V vocab.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -62,7 +65,7 @@ class TransformerConfig:
             )
 
     @classmethod
-    def kwargs_from(cls, model_config):
+    def kwargs_from(cls, model_config: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of a `config.model` dict that this dataclass has, dtype name resolved."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in dict(model_config).items() if k in names}
@@ -70,7 +73,9 @@ class TransformerConfig:
         return kwargs
 
     @classmethod
-    def from_config_dict(cls, model_config, vocab_size: int, max_len: int):
+    def from_config_dict(
+        cls, model_config: Mapping[str, Any], vocab_size: int, max_len: int
+    ) -> TransformerConfig:
         return cls(vocab_size=vocab_size, max_len=max_len, **cls.kwargs_from(model_config))
 
 
@@ -83,7 +88,7 @@ def _residual_init_scale(cfg):
     return (2 * cfg.num_layers) ** -0.5 if cfg.scale_residual_init else 1.0
 
 
-def matmul(x, kernel, num_in=1):
+def matmul(x: jax.Array, kernel: jax.Array, num_in: int = 1) -> jax.Array:
     """Contracts the last `num_in` dims of `x` with the first `num_in` of `kernel`.
 
     Done as one 2-D matmul: with leading batch dims kept, XLA:CPU fused the backward of the
@@ -105,7 +110,7 @@ class Dense(nn.Module):
     init_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.cfg
         kernel = self.param(
             "kernel",
@@ -124,8 +129,13 @@ class Dense(nn.Module):
 
 
 def dot_product_attention(
-    q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, impl="xla", probs_dropout=None
-):
+    q_BxTxHxK: jax.Array,
+    k_BxSxHxK: jax.Array,
+    v_BxSxHxK: jax.Array,
+    mask_BxTxS: jax.Array,
+    impl: str = "xla",
+    probs_dropout: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
     """Softmax attention; `mask_BxTxS` is True where a query may attend to a key.
 
     A query with no key to attend to (a row of padding) gets uniform weights, not NaN.
@@ -155,7 +165,14 @@ class MultiHeadAttention(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BxTxD, mask_BxTxS, decode=False, cache_index=None, train=False):
+    def __call__(
+        self,
+        x_BxTxD: jax.Array,
+        mask_BxTxS: jax.Array,
+        decode: bool = False,
+        cache_index: jax.Array | None = None,
+        train: bool = False,
+    ) -> jax.Array:
         cfg = self.cfg
         head_dim = cfg.emb_dim // cfg.num_heads
         # Kernel [D, H, 3, K]: heads outermost, so that with heads split over `tensor` the 2-D
@@ -206,7 +223,7 @@ class Mlp(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BxTxD, train=False):
+    def __call__(self, x_BxTxD: jax.Array, train: bool = False) -> jax.Array:
         cfg = self.cfg
         h_BxTxF = Dense((cfg.mlp_dim,), ("embed", "mlp"), cfg, name="fc")(x_BxTxD)
         h_BxTxF = nn.with_logical_constraint(h_BxTxF, ("batch", "length", "mlp"))
@@ -221,7 +238,7 @@ class Mlp(nn.Module):
         return nn.Dropout(cfg.dropout_rate)(out_BxTxD, deterministic=not train)
 
 
-def layer_norm(cfg, name):
+def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_epsilon,
         use_bias=cfg.use_bias,
@@ -239,7 +256,14 @@ class Block(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BxTxD, mask_BxTxS, decode=False, cache_index=None, train=False):
+    def __call__(
+        self,
+        x_BxTxD: jax.Array,
+        mask_BxTxS: jax.Array,
+        decode: bool = False,
+        cache_index: jax.Array | None = None,
+        train: bool = False,
+    ) -> jax.Array:
         cfg = self.cfg
         attn = MultiHeadAttention(cfg, name="attn")
         mlp = Mlp(cfg, name="mlp")
@@ -270,12 +294,12 @@ class Transformer(nn.Module):
 
     def encode(
         self,
-        tokens_BxT,
-        token_type_ids_BxT=None,
-        attention_mask_BxT=None,
-        decode=False,
-        train=False,
-    ):
+        tokens_BxT: jax.Array,
+        token_type_ids_BxT: jax.Array | None = None,
+        attention_mask_BxT: jax.Array | None = None,
+        decode: bool = False,
+        train: bool = False,
+    ) -> tuple[jax.Array, jax.Array]:
         """Embeddings and blocks: hidden states [B, T, D] (before any final LayerNorm) and the
         token-embedding matrix [V, D] for tied heads.
 
@@ -350,7 +374,9 @@ class Transformer(nn.Module):
         return x_BxTxD, table_VxD
 
     @nn.compact
-    def __call__(self, tokens_BxT, decode=False, train=False):
+    def __call__(
+        self, tokens_BxT: jax.Array, decode: bool = False, train: bool = False
+    ) -> jax.Array:
         cfg = self.cfg
         x_BxTxD, embedding_VxD = self.encode(tokens_BxT, decode=decode, train=train)
         if cfg.norm_position == "pre":  # post-LN blocks end in a LayerNorm already

@@ -72,7 +72,14 @@ class Task(Protocol):
         """Random arrays in the train batch layout (init shapes and benchmarks)."""
 
 
-def apply(model: nn.Module, params: Params, *args, rng=None, train=False, **kwargs):
+def apply(
+    model: nn.Module,
+    params: Params,
+    *args: Any,
+    rng: jax.Array | None = None,
+    train: bool = False,
+    **kwargs: Any,
+) -> Any:
     """`model.apply` in training mode (dropout drawn from `rng`) or evaluation mode."""
     rngs = {"dropout": rng} if train else {}
     return model.apply({"params": params}, *args, train=train, rngs=rngs, **kwargs)
@@ -96,7 +103,14 @@ class BertTask:
     def init_params(self, model: nn.Module, rng: jax.Array, batch: Batch) -> Params:
         return model.init(rng, **self.inputs(batch))["params"]
 
-    def apply(self, model, params, batch, rng=None, train=False):
+    def apply(
+        self,
+        model: nn.Module,
+        params: Params,
+        batch: Batch,
+        rng: jax.Array | None = None,
+        train: bool = False,
+    ) -> dict[str, jax.Array]:
         return apply(model, params, **self.inputs(batch), rng=rng, train=train)
 
 

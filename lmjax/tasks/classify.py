@@ -4,8 +4,13 @@ With `config.init_from=PRETRAIN_WORKDIR` the encoder's architecture, vocabulary 
 (embeddings, blocks, pooler) come from that workdir; the classifier is initialised afresh.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from typing import ClassVar
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -16,11 +21,12 @@ from lmjax import flops
 from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models import bert
-from lmjax.models.transformer import DTYPES
+from lmjax.models.transformer import DTYPES, TransformerConfig
 from lmjax.tasks import base
+from lmjax.tasks.base import Batch, MetricSums, Params
 
 
-def read_labeled_tsv(path):
+def read_labeled_tsv(path: str) -> tuple[list[str], np.ndarray]:
     """(sentences, labels) of a `sentence<TAB>label` file with a header row (GLUE's SST-2)."""
     text = corpora.read_text(path)
     lines = text.split("\n")
@@ -40,7 +46,12 @@ def read_labeled_tsv(path):
     return sentences, np.asarray(labels, np.int32)
 
 
-def encode_examples(sentences, labels, tokenizer, seq_len):
+def encode_examples(
+    sentences: Sequence[str],
+    labels: np.ndarray,
+    tokenizer: tokenizers.WordPieceTokenizer,
+    seq_len: int,
+) -> dict[str, np.ndarray]:
     """`[CLS] tokens [SEP]` truncated to seq_len and padded, as fixed-shape int32 arrays."""
     n = len(sentences)
     ids_NxT = np.full((n, seq_len), tokenizer.pad_id, np.int32)
@@ -55,7 +66,9 @@ def encode_examples(sentences, labels, tokenizer, seq_len):
     }
 
 
-def split_holdout(sentences, labels, size, seed, min_words=10):
+def split_holdout(
+    sentences: Sequence[str], labels: np.ndarray, size: int, seed: int, min_words: int = 10
+) -> list[tuple[Sequence[str], np.ndarray]]:
     """(train, holdout) parts of a labelled set, to choose hyperparameters on the holdout and
     never on the eval set (e.g. SST-2 dev).
 
@@ -101,7 +114,9 @@ def _spans(n, min_len):
     return ((a, b) for a in range(n) for b in range(a + min_len, n + 1))
 
 
-def make_tokenizer(config, train_sentences, workdir=None):
+def make_tokenizer(
+    config: ml_collections.ConfigDict, train_sentences: Sequence[str], workdir: str | None = None
+) -> tokenizers.Tokenizer:
     """The workdir's tokenizer (resume), else init_from's, else `data.vocab_path`, else one
     trained on the training sentences."""
     saved = workdir_lib.saved_tokenizer(workdir)
@@ -124,7 +139,7 @@ class Classify(base.BertTask):
     name: ClassVar[str] = "classify"
 
     @classmethod
-    def resolve_config(cls, config):
+    def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         """With `init_from`, records what the run needs of that workdir's config (its `model` and
         `seq_len`) as `pretrained`, so that the fine-tuned workdir rebuilds its model (and loads
         and exports) after init_from is gone. Returns a copy; `config` is not changed."""
@@ -138,7 +153,7 @@ class Classify(base.BertTask):
             )
         return config
 
-    def make_data(self, workdir=None):
+    def make_data(self, workdir: str | None = None) -> pipeline.TaskData:
         config = self.config
         train_sentences, train_labels = read_labeled_tsv(config.data.train_path)
         eval_sentences, eval_labels = read_labeled_tsv(config.data.eval_path)
@@ -164,7 +179,7 @@ class Classify(base.BertTask):
             vocab_size=tokenizer.vocab_size,
         )
 
-    def model_config(self, vocab_size):
+    def model_config(self, vocab_size: int) -> TransformerConfig:
         """Architecture from the pretrained workdir when fine-tuning, else from `config.model`;
         dropout and compute dtype are this run's choice, not the pretraining's."""
         config = self.config
@@ -181,7 +196,7 @@ class Classify(base.BertTask):
             dtype=DTYPES[config.model.dtype],
         )
 
-    def make_model(self, vocab_size):
+    def make_model(self, vocab_size: int) -> bert.BertForSequenceClassification:
         return bert.BertForSequenceClassification(
             self.model_config(vocab_size), num_classes=self.config.num_classes
         )
@@ -191,16 +206,24 @@ class Classify(base.BertTask):
         losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
         return logits_BxC, losses_B
 
-    def loss_counts(self, batch):
+    def loss_counts(self, batch: Batch) -> dict[str, jax.Array]:
         return {"examples": jnp.asarray(batch["label"].shape[0], jnp.float32)}
 
-    def loss_fn(self, model, params, batch, rng, train=True, counts=None):
+    def loss_fn(
+        self,
+        model: nn.Module,
+        params: Params,
+        batch: Batch,
+        rng: jax.Array | None,
+        train: bool = True,
+        counts: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Mean cross-entropy; no extra metrics."""
         counts = self.loss_counts(batch) if counts is None else counts
         _, losses_B = self._losses(model, params, batch, rng, train)
         return jnp.sum(losses_B) / counts["examples"], {}
 
-    def eval_metrics(self, model, params, batch):
+    def eval_metrics(self, model: nn.Module, params: Params, batch: Batch) -> MetricSums:
         """`loss` / `accuracy` on `data.eval_path`; with `data.holdout_size`, also `holdout_loss` /
         `holdout_accuracy` on the training examples held out for model selection."""
         logits_BxC, losses_B = self._losses(model, params, batch)
@@ -216,13 +239,13 @@ class Classify(base.BertTask):
             metrics[prefix + "accuracy"] = (jnp.sum(correct_B * w_B), count)
         return metrics
 
-    def flops_per_token(self, num_params, vocab_size):
+    def flops_per_token(self, num_params: int, vocab_size: int) -> float:
         """6N + attention, N without the token embedding (a lookup here, no output matmul)."""
         cfg = self.model_config(1)
         n = num_params - vocab_size * cfg.emb_dim
         return flops.flops_per_token(n, cfg.num_layers, cfg.emb_dim, self.config.seq_len)
 
-    def fake_batch(self, vocab_size):
+    def fake_batch(self, vocab_size: int) -> Batch:
         config = self.config
         rng = np.random.default_rng(0)
         b, t = config.batch_size, config.seq_len

@@ -1,8 +1,13 @@
 """Causal language modelling: predict token t+1 from tokens <= t."""
 
+from __future__ import annotations
+
 from typing import ClassVar
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -11,9 +16,10 @@ from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
 from lmjax.tasks import base
+from lmjax.tasks.base import Batch, MetricSums, Params
 
 
-def read_corpus_text(config):
+def read_corpus_text(config: ml_collections.ConfigDict) -> str:
     """The text of TFDS dataset `data.tfds_name` when set (its examples' sentences, examples
     separated by blank lines), else of `data.path` (an embedded corpus or a local file)."""
     if config.data.tfds_name:
@@ -24,7 +30,9 @@ def read_corpus_text(config):
     return corpora.read_text(config.data.path)
 
 
-def make_tokenizer(config, text, workdir=None):
+def make_tokenizer(
+    config: ml_collections.ConfigDict, text: str, workdir: str | None = None
+) -> tokenizers.Tokenizer:
     """`data.tokenizer`: "char" (one id per character), "bpe" (byte-level BPE of
     `data.vocab_size` trained on the text, GPT-2's kind) or a Hugging Face tokenizer.json path
     (e.g. GPT-2's own). A workdir that has a tokenizer (resume) keeps it."""
@@ -40,7 +48,9 @@ def make_tokenizer(config, text, workdir=None):
     return tokenizers.HFTokenizer.from_file(corpora.resolve(kind))
 
 
-def encode_in_chunks(tokenizer, text, chunk_chars=1 << 20):
+def encode_in_chunks(
+    tokenizer: tokenizers.Tokenizer, text: str, chunk_chars: int = 1 << 20
+) -> np.ndarray:
     """Token ids of `text`, encoded in pieces of about `chunk_chars` cut at newlines (a corpus
     of gigabytes does not go to the tokenizer as one string)."""
     pieces, start = [], 0
@@ -61,10 +71,10 @@ class Clm:
         self.config = config
 
     @classmethod
-    def resolve_config(cls, config):
+    def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         return config
 
-    def make_data(self, workdir=None):
+    def make_data(self, workdir: str | None = None) -> pipeline.TaskData:
         """The corpus split as nanoGPT: the first `train_fraction` of the tokens train."""
         config = self.config
         text = read_corpus_text(config)
@@ -78,13 +88,13 @@ class Clm:
             vocab_size=tokenizer.vocab_size,
         )
 
-    def make_model(self, vocab_size):
+    def make_model(self, vocab_size: int) -> Transformer:
         model_config = self.config.model
         return Transformer(
             TransformerConfig.from_config_dict(model_config, vocab_size, self.config.seq_len)
         )
 
-    def init_params(self, model, rng, batch):
+    def init_params(self, model: nn.Module, rng: jax.Array, batch: Batch) -> Params:
         return model.init(rng, batch["inputs"])["params"]
 
     def _token_losses(self, model, params, batch, rng=None, train=False):
@@ -92,17 +102,25 @@ class Clm:
         losses_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, batch["targets"])
         return logits_BxTxV, losses_BxT
 
-    def loss_counts(self, batch):
+    def loss_counts(self, batch: Batch) -> dict[str, jax.Array]:
         """Denominators of the loss: the number of predicted tokens."""
         return {"tokens": jnp.asarray(batch["targets"].size, jnp.float32)}
 
-    def loss_fn(self, model, params, batch, rng, train=True, counts=None):
+    def loss_fn(
+        self,
+        model: nn.Module,
+        params: Params,
+        batch: Batch,
+        rng: jax.Array | None,
+        train: bool = True,
+        counts: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Mean next-token cross-entropy; no extra metrics."""
         counts = self.loss_counts(batch) if counts is None else counts
         _, losses_BxT = self._token_losses(model, params, batch, rng, train)
         return jnp.sum(losses_BxT) / counts["tokens"], {}
 
-    def eval_metrics(self, model, params, batch):
+    def eval_metrics(self, model: nn.Module, params: Params, batch: Batch) -> MetricSums:
         """`loss` and next-token `accuracy` over the batch's tokens."""
         logits_BxTxV, losses_BxT = self._token_losses(model, params, batch)
         correct_BxT = jnp.argmax(logits_BxTxV, -1) == batch["targets"]
@@ -113,9 +131,9 @@ class Clm:
             "accuracy": (jnp.sum(correct_BxT * weight_Bx1), count),
         }
 
-    def flops_per_token(self, num_params, vocab_size):
+    def flops_per_token(self, num_params: int, vocab_size: int) -> float:
         m = self.config.model
         return flops.flops_per_token(num_params, m.num_layers, m.emb_dim, self.config.seq_len)
 
-    def fake_batch(self, vocab_size):
+    def fake_batch(self, vocab_size: int) -> Batch:
         return pipeline.fake_batch(self.config.batch_size, self.config.seq_len, vocab_size)

@@ -7,10 +7,16 @@ once. The eval set (held-out documents) is built and masked from a fixed seed, s
 compare across runs and checkpoints.
 """
 
+from __future__ import annotations
+
 import functools
+from collections.abc import Iterable
 from typing import ClassVar
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -19,6 +25,7 @@ from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, pretraining, text, tokenizers
 from lmjax.models import bert
 from lmjax.tasks import base
+from lmjax.tasks.base import Batch, MetricSums, Params
 
 # Arrays the model needs; the rest (special_mask, word_start) only serve masking on the host.
 MODEL_KEYS = (
@@ -32,7 +39,7 @@ MODEL_KEYS = (
 )
 
 
-def read_corpus_documents(config):
+def read_corpus_documents(config: ml_collections.ConfigDict) -> list[list[str]]:
     """Documents (lists of sentences) of TFDS dataset `data.tfds_name` when it is set (one per
     example, in stored order; `lmjax.data.tfds_text`), else of every file in `data.paths`."""
     if config.data.tfds_name:
@@ -45,7 +52,9 @@ def read_corpus_documents(config):
     return documents
 
 
-def make_tokenizer(config, texts, workdir=None):
+def make_tokenizer(
+    config: ml_collections.ConfigDict, texts: Iterable[str], workdir: str | None = None
+) -> tokenizers.Tokenizer:
     """The workdir's tokenizer when it has one (resume), else `data.vocab_path`, else one trained
     on `texts` (Hugging Face's WordPiece trainer breaks ties differently from run to run, so a
     shipped vocabulary is what makes two runs' instances identical)."""
@@ -129,10 +138,10 @@ class MlmNsp(base.BertTask):
     name: ClassVar[str] = "mlm_nsp"
     INPUTS = (*base.BertTask.INPUTS, "masked_lm_positions")
 
-    def make_data(self, workdir=None):
+    def make_data(self, workdir: str | None = None) -> pipeline.TaskData:
         return _make_data(self.config, workdir)
 
-    def make_model(self, vocab_size):
+    def make_model(self, vocab_size: int) -> bert.BertForPreTraining:
         """`model.max_len` (position embeddings) defaults to seq_len; BERT keeps 512."""
         config = self.config
         cfg = base.bert_model_config(config.model, vocab_size, config.seq_len, config.seq_len)
@@ -148,14 +157,22 @@ class MlmNsp(base.BertTask):
         )
         return out, mlm_BxP, nsp_B
 
-    def loss_counts(self, batch):
+    def loss_counts(self, batch: Batch) -> dict[str, jax.Array]:
         """Denominators of the two losses: masked positions and sentence pairs."""
         return {
             "masked": jnp.sum(batch["masked_lm_weights"]).astype(jnp.float32),
             "pairs": jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32),
         }
 
-    def loss_fn(self, model, params, batch, rng, train=True, counts=None):
+    def loss_fn(
+        self,
+        model: nn.Module,
+        params: Params,
+        batch: Batch,
+        rng: jax.Array | None,
+        train: bool = True,
+        counts: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """MLM loss over the masked positions only (weighted), plus the NSP loss (`use_nsp`)."""
         counts = self.loss_counts(batch) if counts is None else counts
         _, mlm_BxP, nsp_B = self._losses(model, params, batch, rng, train)
@@ -165,7 +182,7 @@ class MlmNsp(base.BertTask):
         loss = mlm_loss + nsp_loss if self.config.use_nsp else mlm_loss
         return loss, {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss}
 
-    def eval_metrics(self, model, params, batch):
+    def eval_metrics(self, model: nn.Module, params: Params, batch: Batch) -> MetricSums:
         """MLM and NSP loss and accuracy; `loss` (mlm_loss + nsp_loss) is averaged over batches."""
         out, mlm_BxP, nsp_B = self._losses(model, params, batch)
         weights_BxP = batch["masked_lm_weights"]
@@ -184,7 +201,7 @@ class MlmNsp(base.BertTask):
             "nsp_accuracy": (jnp.sum(nsp_correct * weights_B), num_rows),
         }
 
-    def flops_per_token(self, num_params, vocab_size):
+    def flops_per_token(self, num_params: int, vocab_size: int) -> float:
         """6N + attention, with the tied [D, V] output matmul counted only at the predicted
         positions (max_predictions_per_seq of seq_len), where the gathered MLM head runs."""
         config = self.config
@@ -196,7 +213,7 @@ class MlmNsp(base.BertTask):
             + 6 * embedding * predicted
         )
 
-    def fake_batch(self, vocab_size):
+    def fake_batch(self, vocab_size: int) -> Batch:
         """Random ids in the pretraining batch layout (shapes for init and benchmarks)."""
         config = self.config
         rng = np.random.default_rng(0)

@@ -4,6 +4,11 @@ A checkpoint holds two items: `state` (params, optimizer state, step, rng) and `
 grain iterator's state as JSON). Restoring both makes a resumed run the same run.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -24,7 +29,13 @@ def make_manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
     )
 
 
-def save(manager, step, state, data_state, force=False):
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: dict[str, Any],
+    data_state: Any,
+    force: bool = False,
+) -> bool:
     """Starts an async save; `manager.wait_until_finished()` blocks until it is on disk."""
     return manager.save(
         step,
@@ -35,7 +46,7 @@ def save(manager, step, state, data_state, force=False):
     )
 
 
-def check_compatible(manager, step, abstract_state):
+def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
     """Raises ValueError naming the first parameter whose saved shape differs from the config's."""
     saved = manager.item_metadata(step)["state"]
     saved_flat = dict(_flatten(saved))
@@ -61,7 +72,9 @@ def check_compatible(manager, step, abstract_state):
         )
 
 
-def restore(manager, step, abstract_state):
+def restore(
+    manager: ocp.CheckpointManager, step: int, abstract_state: Any
+) -> tuple[dict[str, Any], Any]:
     """Restores (state, data_state) onto the shardings carried by `abstract_state`."""
     check_compatible(manager, step, abstract_state)
     restored = manager.restore(
@@ -78,7 +91,9 @@ def _flatten(tree):
     return [(jax.tree_util.keystr(path, simple=True, separator="/"), leaf) for path, leaf in flat]
 
 
-def load_pretrained_params(workdir, params, step=None, skip=()):
+def load_pretrained_params(
+    workdir: str, params: Any, step: int | None = None, skip: Sequence[str] = ()
+) -> tuple[Any, list[str], list[str]]:
     """`params` with every parameter that WORKDIR's checkpoint (the latest unless `step`) also has
     replaced by the saved one (same path, same shape, same sharding as `params`); the rest keep
     their init, as do those whose name starts with one of `skip` (e.g. "pooler/"). Only

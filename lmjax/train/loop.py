@@ -4,6 +4,8 @@ Restore order: the latest checkpoint in `WORKDIR/checkpoints` if there is one; e
 with the weights it shares with `config.init_from`'s latest checkpoint loaded (fine-tuning).
 """
 
+from __future__ import annotations
+
 import math
 import signal
 import time
@@ -31,7 +33,7 @@ class _Preemption:
         logging.warning("SIGTERM received: saving a checkpoint, then exiting")
         self.requested = True
 
-    def restore(self):
+    def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._previous)
 
 

@@ -1,6 +1,8 @@
 """Metric writing: one flat dict per step (`train/loss`, `eval/loss`, ...) goes to
 `WORKDIR/metrics.jsonl` and to TensorBoard event files (`lmjax.workdir`); only process 0 writes."""
 
+from __future__ import annotations
+
 import math
 
 import jax
@@ -38,23 +40,23 @@ class MetricWriter:
                 int(step), {k: v for k, v in metrics.items() if math.isfinite(v)}
             )
 
-    def flush(self):
+    def flush(self) -> None:
         if self._tb is not None:
             self._tb.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
-def format_duration(seconds):
+def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def quiet_library_logs():
+def quiet_library_logs() -> None:
     """Keeps absl INFO lines from lmjax only: Orbax and friends log every file they write."""
     import logging as std_logging
 

@@ -4,7 +4,11 @@ The model names its axes (`batch`, `embed`, `heads`, ...); `config.logical_axis_
 names to the mesh axes `data`, `fsdp` and `tensor`. Changing the parallelism is a config change.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -13,9 +17,11 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# (logical axis name, mesh axis or axes or None), as `config.logical_axis_rules`
+Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
 
-def make_mesh(mesh_config, devices=None) -> Mesh:
+def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
     """Mesh of shape (data, fsdp, tensor) from config; one size may be -1 (the rest)."""
     devices = jax.devices() if devices is None else devices
     sizes = [int(mesh_config[a]) for a in MESH_AXES]
@@ -43,12 +49,12 @@ def _axes_size(mesh, axes):
     return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
 
 
-def logical_axis_size(name, mesh, rules):
+def logical_axis_size(name: str, mesh: Mesh, rules: Rules) -> int:
     """Number of shards `rules` split the logical axis `name` into on `mesh`."""
     return _axes_size(mesh, nn.logical_to_mesh_axes((name,), rules)[0])
 
 
-def check_batch_size(batch_size, mesh, rules, grad_accum_steps=1):
+def check_batch_size(batch_size: int, mesh: Mesh, rules: Rules, grad_accum_steps: int = 1) -> None:
     n = logical_axis_size("batch", mesh, rules)
     if batch_size % n:
         raise ValueError(
@@ -63,11 +69,11 @@ def check_batch_size(batch_size, mesh, rules, grad_accum_steps=1):
         )
 
 
-def batch_sharding(mesh, rules):
+def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
     return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), rules))
 
 
-def state_shardings(abstract_state, mesh, rules):
+def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
     """NamedShardings for a boxed abstract state: logical names → mesh axes, else replicated.
 
     A dimension that its mesh axes do not divide (a 65-character vocabulary over tensor=4) is
@@ -98,7 +104,7 @@ def state_shardings(abstract_state, mesh, rules):
     return shardings
 
 
-def check_model_fits_mesh(model_config, mesh, rules):
+def check_model_fits_mesh(model_config: Mapping[str, Any], mesh: Mesh, rules: Rules) -> None:
     """Start-up check: tensor parallelism splits whole attention heads and MLP columns."""
     for name, logical in (("num_heads", "heads"), ("mlp_dim", "mlp")):
         n = logical_axis_size(logical, mesh, rules)
@@ -115,18 +121,20 @@ def single_device_mesh() -> Mesh:
     return make_mesh({a: 1 for a in MESH_AXES}, jax.devices()[:1])
 
 
-def replicated(mesh):
+def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def to_global_batch(local_batch, sharding):
+def to_global_batch(
+    local_batch: Mapping[str, np.ndarray], sharding: NamedSharding
+) -> dict[str, jax.Array]:
     """Per-process numpy batch → global jax arrays sharded on the batch dimension."""
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
     )
 
 
-def unbox(tree):
+def unbox(tree: Any) -> Any:
     """Strips the logical-axis boxes (`nn.Partitioned`) from a params/state tree."""
     return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
 

@@ -1,11 +1,25 @@
 """Optimizer and the pure train / eval steps. The loop jits them with shardings and donation."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+if TYPE_CHECKING:
+    import flax.linen as nn
 
-def learning_rate_schedule(config):
+    from lmjax.tasks.base import Batch, MetricSums, Params, Task
+
+# The train state: {"step", "params", "opt_state", "rng"}.
+State = dict[str, Any]
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear warmup from 0, then cosine decay to `min_learning_rate` at the last step."""
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
@@ -26,7 +40,7 @@ def _decay_mask(decay_embeddings):
     return lambda params: jax.tree_util.tree_map_with_path(decayed, params)
 
 
-def make_optimizer(config):
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     opt = config.optimizer
     return optax.chain(
         optax.clip_by_global_norm(opt.grad_clip_norm),
@@ -41,7 +55,13 @@ def make_optimizer(config):
     )
 
 
-def make_train_step(config, task, model, tx, axis_name=None):
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    task: Task,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    axis_name: str | None = None,
+) -> Callable[[State, Batch], tuple[State, dict[str, jax.Array]]]:
     """Returns `train_step(state, batch) -> (state, metrics)`; state is a dict of arrays.
 
     With `grad_accum_steps` = M the batch is split into M micro-batches whose gradients are
@@ -102,7 +122,7 @@ def make_train_step(config, task, model, tx, axis_name=None):
     return train_step
 
 
-def make_eval_step(task, model):
+def make_eval_step(task: Task, model: nn.Module) -> Callable[[Params, Batch], MetricSums]:
     """Returns `eval_step(params, batch) -> {name: (sum, count)}`, summed over the batch."""
 
     def eval_step(params, batch):
@@ -111,24 +131,30 @@ def make_eval_step(task, model):
     return eval_step
 
 
-def average(metric_sums):
+def average(metric_sums: MetricSums) -> dict[str, float]:
     """{name: (sum, count)} accumulated over batches → {name: sum / count}."""
     return {k: float(s) / max(float(c), 1.0) for k, (s, c) in metric_sums.items()}
 
 
-def accumulate(total, new):
+def accumulate(total: MetricSums | None, new: MetricSums) -> MetricSums:
     if total is None:
         return new
     return {k: (total[k][0] + new[k][0], total[k][1] + new[k][1]) for k in total}
 
 
-def init_state(task, model, tx, rng, example_batch):
+def init_state(
+    task: Task,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    example_batch: Batch,
+) -> State:
     """Fresh train state (params still carry their logical-axis boxes)."""
     params_rng, state_rng = jax.random.split(rng)
     return new_state(task.init_params(model, params_rng, example_batch), tx, state_rng)
 
 
-def new_state(params, tx, rng):
+def new_state(params: Params, tx: optax.GradientTransformation, rng: jax.Array) -> State:
     """The train state at step 0 of `params`: {step, params, opt_state, rng}."""
     step = jnp.zeros((), jnp.int32)
     return {"step": step, "params": params, "opt_state": tx.init(params), "rng": rng}
