@@ -238,6 +238,10 @@ def test_finetuning_loads_the_pretrained_encoder_and_a_fresh_classifier(tmp_path
     shutil.rmtree(pretrain)
     model, params, _ = inference.load_model(str(tmp_path / "finetune"), task="classify")
     assert model.cfg.emb_dim == 32 and params["classifier"]["dense"]["kernel"].shape == (32, 2)
+    # ... and resumes without it: the same command, two steps further.
+    config.num_train_steps = 3
+    loop.train_and_evaluate(config, str(tmp_path / "finetune"))
+    assert workdir_lib.checkpoint_steps(str(tmp_path / "finetune")) == [1, 3]
 
 
 def test_init_from_with_other_shapes_names_the_parameter(tmp_path):

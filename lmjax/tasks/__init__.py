@@ -18,11 +18,14 @@ def task_class(name: str) -> type[Task]:
     return TASKS[name]
 
 
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def resolve_config(
+    config: ml_collections.ConfigDict, workdir: str | None = None
+) -> ml_collections.ConfigDict:
     """The config a run saves and reads: a copy with the defaults of keys it lacks
-    (`config_defaults.DEFAULTS`) and what its task derives (`Task.resolve_config`)."""
+    (`config_defaults.DEFAULTS`) and what its task derives (`Task.resolve_config`; a run resumed
+    in `workdir` keeps what it derived at its start)."""
     config = config_defaults.with_defaults(config)
-    return task_class(config.task).resolve_config(config)
+    return task_class(config.task).resolve_config(config, workdir)
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:

@@ -33,9 +33,12 @@ class Task(Protocol):
     config: ml_collections.ConfigDict
 
     @classmethod
-    def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    def resolve_config(
+        cls, config: ml_collections.ConfigDict, workdir: str | None = None
+    ) -> ml_collections.ConfigDict:
         """The config with what the run derives filled in (a copy when anything is added); the
-        loop calls it once, before config.json is saved."""
+        loop calls it once, before config.json is saved. A run resumed in `workdir` keeps what it
+        derived at its start (from the config.json there)."""
 
     def make_data(self, workdir: str | None = None) -> TaskData:
         """Train and eval datasets and the tokenizer (the one saved in `workdir` when there is
@@ -85,17 +88,23 @@ def apply(
     return model.apply({"params": params}, *args, train=train, rngs=rngs, **kwargs)
 
 
-class BertTask:
-    """What the BERT-family tasks share: the config, the encoder's inputs and its init."""
-
-    INPUTS: ClassVar[tuple[str, ...]] = ("input_ids", "token_type_ids", "attention_mask")
+class BaseTask:
+    """A task bound to its config, deriving nothing (`resolve_config` returns the config)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
 
     @classmethod
-    def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    def resolve_config(
+        cls, config: ml_collections.ConfigDict, workdir: str | None = None
+    ) -> ml_collections.ConfigDict:
         return config
+
+
+class BertTask(BaseTask):
+    """What the BERT-family tasks share: the encoder's inputs and its init."""
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("input_ids", "token_type_ids", "attention_mask")
 
     def inputs(self, batch: Batch) -> dict:
         return {k: batch[k] for k in self.INPUTS}

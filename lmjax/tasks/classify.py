@@ -139,18 +139,23 @@ class Classify(base.BertTask):
     name: ClassVar[str] = "classify"
 
     @classmethod
-    def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    def resolve_config(
+        cls, config: ml_collections.ConfigDict, workdir: str | None = None
+    ) -> ml_collections.ConfigDict:
         """With `init_from`, records what the run needs of that workdir's config (its `model` and
-        `seq_len`) as `pretrained`, so that the fine-tuned workdir rebuilds its model (and loads
-        and exports) after init_from is gone. Returns a copy; `config` is not changed."""
+        `seq_len`) as `pretrained`, so that the fine-tuned workdir rebuilds its model (and loads,
+        exports and resumes) after init_from is gone. Returns a copy; `config` is not changed."""
         if not config.init_from or config.get("pretrained") is not None:
             return config
-        source = workdir_lib.load_config(config.init_from)
+        saved = workdir_lib.read_config_dict(workdir) if workdir else {}
+        if saved.get("init_from") == config.init_from and saved.get("pretrained"):
+            pretrained = saved["pretrained"]  # resuming: what the run derived at its start
+        else:
+            source = workdir_lib.load_config(config.init_from)
+            pretrained = {"model": source.model.to_dict(), "seq_len": source.seq_len}
         config = config.copy_and_resolve_references()
         with config.unlocked():
-            config.pretrained = ml_collections.ConfigDict(
-                {"model": source.model.to_dict(), "seq_len": source.seq_len}
-            )
+            config.pretrained = ml_collections.ConfigDict(pretrained)
         return config
 
     def make_data(self, workdir: str | None = None) -> pipeline.TaskData:

@@ -62,17 +62,10 @@ def encode_in_chunks(
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
-class Clm:
+class Clm(base.BaseTask):
     """Next-token cross-entropy of a decoder-only Transformer (GPT)."""
 
     name: ClassVar[str] = "clm"
-
-    def __init__(self, config):
-        self.config = config
-
-    @classmethod
-    def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-        return config
 
     def make_data(self, workdir: str | None = None) -> pipeline.TaskData:
         """The corpus split as nanoGPT: the first `train_fraction` of the tokens train."""

@@ -54,10 +54,12 @@ def setup(
     config: ml_collections.ConfigDict,
     devices: Sequence[jax.Device] | None = None,
     mesh: Mesh | None = None,
+    workdir: str | None = None,
 ) -> Setup:
-    """Resolves `config` (`tasks.resolve_config`), makes its mesh (over `devices`, default all;
-    or `mesh` as given) and checks that the batch and the model divide over it."""
-    config = tasks.resolve_config(config)
+    """Resolves `config` (`tasks.resolve_config`, for a run in `workdir`), makes its mesh (over
+    `devices`, default all; or `mesh` as given) and checks that the batch and the model divide
+    over it."""
+    config = tasks.resolve_config(config, workdir)
     mesh = parallel.make_mesh(config.mesh, devices) if mesh is None else mesh
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
     parallel.check_batch_size(config.batch_size, mesh, rules, config.grad_accum_steps)

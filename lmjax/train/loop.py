@@ -50,7 +50,7 @@ def train_and_evaluate(
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns last metrics.
 
     `devices`: the mesh's devices (default: all of them)."""
-    s = build.setup(config, devices)  # the resolved config: what config.json records
+    s = build.setup(config, devices, workdir=workdir)  # the resolved config: config.json
     with s.activate():
         return _train(s, workdir)
 
