@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Transformer language models (GPT, BERT) in JAX/Flax",
     packages=find_packages(include=["lmjax", "lmjax.*"]),
-    package_data={"lmjax": ["data/assets/*/*"]},
+    package_data={"lmjax": ["data/assets/*/*", "data/assets/*/*/*"]},
     python_requires=">=3.11",
     install_requires=[
         # A set installed and tested together (Python 3.11, CPU); see README.
@@ -26,6 +26,7 @@ setup(
         "absl-py==2.5.1",
         "numpy==2.4.6",
         "matplotlib==3.11.2",
+        "submitit==1.5.4",
     ],
     extras_require={
         "test": [
@@ -35,6 +36,7 @@ setup(
             # converts. On Linux x86-64 pip takes the CPU build of torch where one is offered.
             "transformers==4.57.6",
             "torch==2.13.0",
+            "scikit-learn==1.9.1",  # reference for the GLUE metrics (tests/test_glue_metrics.py)
         ]
     },
 )

@@ -24,8 +24,13 @@ def get_config(arg=None):
     config.num_classes = 2
 
     config.data = ml_collections.ConfigDict()
+    config.data.glue_task = "sst2"  # the file format, labels and metrics (lmjax.data.glue)
     config.data.train_path = "sst2_train"  # embedded name or a `sentence<TAB>label` TSV file
     config.data.eval_path = "sst2_dev"  # any `sentence<TAB>label` TSV with a header row
+    # A prepared TFDS dataset instead of the paths ("glue/sst2"); never downloaded here.
+    config.data.tfds_name = ""
+    config.data.tfds_eval_split = "validation"
+    config.data.tfds_data_dir = ""  # "" = ~/tensorflow_datasets
     # Training sentences held out (drawn with holdout_seed, the same for every run) and scored as
     # eval/holdout_accuracy: choose hyperparameters there, never on eval_path. 0: train on all.
     config.data.holdout_size = 0

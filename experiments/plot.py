@@ -5,11 +5,9 @@ python experiments/plot.py --workdir=/tmp/bert_tiny [--out=curves.png]
 python experiments/plot.py --workdir=/tmp/sweep   # curves.png, vs_<axis>.png, results.png
 """
 
-import os
-
 from absl import app, flags
 
-from lmjax import plots, results
+from lmjax import plots, results, workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir, or a directory of them.")
 _OUT = flags.DEFINE_string("out", None, "PNG path for a single run (default: WORKDIR/curves.png).")
@@ -31,7 +29,7 @@ def main(argv):
         print(plots.plot_run(_WORKDIR.value, _OUT.value, _TITLE.value))
         return
     paths = plots.plot_workdir(_WORKDIR.value, _METRICS.value)
-    if _TABLES.value and not os.path.exists(os.path.join(_WORKDIR.value, "metrics.jsonl")):
+    if _TABLES.value and not workdir.has_metrics(_WORKDIR.value):
         paths += results.write_tables(_WORKDIR.value)
     print("\n".join(paths))
 

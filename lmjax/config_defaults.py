@@ -64,6 +64,10 @@ DEFAULTS = {
         "data.tfds_data_dir": "",
     },
     "classify": {
+        "data.glue_task": "sst2",
+        "data.tfds_name": "",
+        "data.tfds_eval_split": "validation",
+        "data.tfds_data_dir": "",
         "data.holdout_size": 0,
         "data.holdout_seed": 0,
         "data.train_examples": 0,

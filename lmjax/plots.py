@@ -1,18 +1,17 @@
 """Learning-curve plots from a run's `metrics.jsonl` (matplotlib, written as PNG)."""
 
+from __future__ import annotations
+
 import os
 
-from lmjax.train.metrics import read_metrics
+from lmjax import results
+from lmjax import workdir as workdir_lib
 
 
-def plot_run(workdir, path=None, title=None):
+def plot_run(workdir: str, path: str | None = None, title: str | None = None) -> str:
     """One panel per metric family: losses (train and eval) and eval accuracies over steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(workdir)
+    plt = _pyplot()
+    records = workdir_lib.read_metrics(workdir)
     series = {}
     for r in records:
         for k, v in r.items():
@@ -43,14 +42,12 @@ def plot_run(workdir, path=None, title=None):
 #### Several runs: a sweep, or any directory of runs
 
 
-def plot_workdir(root, metrics=None):
+def plot_workdir(root: str, metrics: list[str] | None = None) -> list[str]:
     """The plots of a single run's workdir, or of every run under `root`: learning curves (one
     figure per stage), a metric-vs-parameter figure per swept axis and a per-setting summary,
     of `metrics` (columns of results.csv; default: every final eval metric)."""
-    if os.path.exists(os.path.join(root, "metrics.jsonl")):
+    if workdir_lib.has_metrics(root):
         return [plot_run(root)]
-    from lmjax import results
-
     table = results.collate(root)
     if not table.rows:
         raise FileNotFoundError(f"no runs (metrics.jsonl) under {root}")
@@ -81,7 +78,7 @@ def _stage_prefixes(table):
     return [c[: -len("run")] for c in table.columns if c == "run" or c.endswith("/run")]
 
 
-def final_eval_metrics(table):
+def final_eval_metrics(table: results.Table) -> list[str]:
     """The final-value eval columns (`eval/loss`, `finetune/eval/accuracy`), not the bests."""
     return [m for m in table.metrics if "eval/" in m and not m.endswith(":best")]
 
@@ -93,11 +90,9 @@ def _save(fig, path):
     return path
 
 
-def plot_curves(table, prefix, path):
+def plot_curves(table: results.Table, prefix: str, path: str) -> str:
     """Train and eval loss (and eval accuracies) over steps, one line per run of the stage
     `prefix`; runs of one setting (differing only in seed) share a colour and a label."""
-    from lmjax import results
-
     plt = _pyplot()
     # A first-stage run is labelled by its own overrides, a fine-tune by its row's setting.
     own = [c for c in table.group_columns if "/" not in c]
@@ -108,8 +103,8 @@ def plot_curves(table, prefix, path):
             label = settings[id(row)] if prefix else results.label({c: row.get(c) for c in own})
             runs.setdefault(row[f"{prefix}run"], label)
     root = os.path.dirname(path)
-    started = [run for run in runs if os.path.exists(os.path.join(root, run, "metrics.jsonl"))]
-    records = {run: read_metrics(os.path.join(root, run)) for run in started}
+    started = [run for run in runs if workdir_lib.has_metrics(os.path.join(root, run))]
+    records = {run: workdir_lib.read_metrics(os.path.join(root, run)) for run in started}
     keys = {k for rs in records.values() for r in rs for k in r}
     panels = [k for k in ("train/loss", "eval/loss") if k in keys]
     panels += sorted(k for k in keys if k.startswith("eval/") and k.endswith("accuracy"))
@@ -146,8 +141,6 @@ def plot_curves(table, prefix, path):
 
 def _axes(table, limit=8):
     """Group columns that take more than one value: the swept axes (at most `limit`)."""
-    from lmjax import results
-
     axes = []
     for c in table.group_columns:
         if len({results._text(r.get(c)) for r in table.rows if r.get(c) is not None}) > 1:
@@ -159,11 +152,9 @@ def _is_number(value):
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def plot_metrics_vs_axes(table, metrics, root):
+def plot_metrics_vs_axes(table: results.Table, metrics: list[str], root: str) -> list[str]:
     """`vs_<axis>.png` for each swept axis: every final eval metric against the axis's values,
     mean ± std over seeds, one line per setting of the other axes."""
-    from lmjax import results
-
     plt = _pyplot()
     paths = []
     for axis in _axes(table):
@@ -213,10 +204,8 @@ def plot_metrics_vs_axes(table, metrics, root):
     return paths
 
 
-def plot_settings(table, metrics, path):
+def plot_settings(table: results.Table, metrics: list[str], path: str) -> str:
     """One panel per final eval metric: each setting's runs (dots) and mean ± std (bar)."""
-    from lmjax import results
-
     plt = _pyplot()
     groups = table.groups()
     cols = min(len(metrics), 3)

@@ -8,49 +8,35 @@ row of the point it started from, its columns prefixed `finetune/`. Rows that di
 `seed` are then averaged: mean ± std (sample std) over seeds, as a second table.
 """
 
+from __future__ import annotations
+
 import csv
 import json
 import math
 import os
 import statistics
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from lmjax import sweep
-
-SKIP_DIRS = {"checkpoints", "tensorboard"}
-
-
-def find_runs(root):
-    """Run directories under `root` (those with a metrics.jsonl or a point.json), sorted."""
-    runs = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS)
-        if "metrics.jsonl" in files or sweep.POINT_RECORD in files:
-            runs.append(directory)
-    return runs
+from lmjax import workdir as workdir_lib
 
 
-def better(key):
+def better(key: str) -> Callable:
     """`min` for losses (and perplexities, errors), `max` for accuracies and the rest."""
     return min if any(w in key for w in ("loss", "perplexity", "error")) else max
 
 
-def summarize(run_dir):
+def summarize(run_dir: str) -> dict:
     """Status, last step, final and best eval metrics, wall time and tokens/s of one run."""
-    records = []
-    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
-        from lmjax.train.metrics import read_metrics
-
-        records = read_metrics(run_dir)
+    records = workdir_lib.read_metrics(run_dir) if workdir_lib.has_metrics(run_dir) else []
     final, best = {}, {}
     for r in records:
         for key, value in r.items():
             if key.startswith("eval/") and math.isfinite(value):
                 final[key] = value
                 best[key] = better(key)(best.get(key, value), value)
-    config = sweep.read_json(os.path.join(run_dir, "config.json")) or {}
-    point = sweep.read_json(os.path.join(run_dir, sweep.POINT_RECORD)) or {}
-    total = config.get("num_train_steps")
-    if total is not None and sweep.is_finished(run_dir, total):
+    point = workdir_lib.read_point(run_dir) or {}
+    if workdir_lib.is_finished(run_dir):  # at the saved config's num_train_steps
         status = "done"
     else:
         status = point.get("status", "incomplete") if records else "not started"
@@ -77,21 +63,21 @@ class Table:
         )
 
     @property
-    def columns(self):
+    def columns(self) -> list[str]:
         cols = []
         for row in self.rows:
             cols += [k for k in row if k not in cols]
         return cols
 
     @property
-    def group_columns(self):
+    def group_columns(self) -> list[str]:
         """The overrides that define a setting: all but seeds and references to other runs."""
         return [
             c for c in self.overrides
             if c not in self.references and c.rsplit("/", 1)[-1] != "seed"
         ]  # fmt: skip
 
-    def groups(self):
+    def groups(self) -> list[tuple[str, dict[str, str | None], list[dict]]]:
         """[(label, {column: value or None when unset}, rows)], in order of first appearance."""
         groups = {}
         for row in self.rows:
@@ -106,7 +92,7 @@ class Table:
         return out
 
 
-def setting_label(values, row):
+def setting_label(values: dict[str, Any], row: dict[str, Any]) -> str:
     """`label(values)`, saying so when `row` is a second-stage run started from no first-stage
     run (from scratch), or naming the first-stage run when nothing else tells them apart."""
     unset = all(v is None for v in values.values())
@@ -117,7 +103,7 @@ def setting_label(values, row):
     return label(values)
 
 
-def label(values):
+def label(values: dict[str, Any]) -> str:
     """`num_layers=2, dropout_rate=0.1` from {column: value}; unset (None) ones left out."""
     parts = [f"{c.rsplit('.', 1)[-1]}={_shown(v)}" for c, v in values.items() if v is not None]
     return ", ".join(parts) or "(defaults)"
@@ -135,11 +121,11 @@ def _text(value):
     return "" if value is None else str(value)
 
 
-def collate(root):
+def collate(root: str) -> Table:
     """The runs under `root` as a Table."""
     runs = []
-    for run_dir in find_runs(root):
-        point = sweep.read_json(os.path.join(run_dir, sweep.POINT_RECORD))
+    for run_dir in workdir_lib.find_runs(root):
+        point = workdir_lib.read_point(run_dir)
         runs.append(
             {
                 "dir": run_dir,
@@ -150,7 +136,7 @@ def collate(root):
             }
         )
     # A sweep's runs in the order of its points, any others after them.
-    order = (sweep.read_json(os.path.join(root, sweep.SWEEP_RECORD)) or {}).get("points", [])
+    order = (workdir_lib.read_sweep(root) or {}).get("points", [])
     runs.sort(key=lambda r: order.index(r["rel"]) if r["rel"] in order else len(order))
     _add_config_diffs([r for r in runs if r["point"] is None])
     first = [r for r in runs if not r["stage"]]
@@ -199,8 +185,8 @@ def _add_config_diffs(runs):
     values differ."""
     flat = []
     for r in runs:
-        config = sweep.read_json(os.path.join(r["dir"], "config.json")) or {}
-        flat.append({k: json.dumps(v) for k, v in sweep.flatten(config).items()})
+        config = workdir_lib.read_config_dict(r["dir"])
+        flat.append({k: json.dumps(v) for k, v in workdir_lib.flatten(config).items()})
     shared = [k for k in (flat[0] if flat else {}) if all(k in f for f in flat)]
     keys = [k for k in shared if len({f[k] for f in flat}) > 1]
     for r, f in zip(runs, flat, strict=True):
@@ -210,7 +196,7 @@ def _add_config_diffs(runs):
 #### Writing
 
 
-def write_tables(root):
+def write_tables(root: str) -> list[str]:
     """Writes ROOT/results.csv and ROOT/results.md; returns their paths."""
     table = collate(root)
     csv_path = os.path.join(root, "results.csv")
@@ -225,8 +211,8 @@ def write_tables(root):
     return [csv_path, md_path]
 
 
-def markdown(table, root):
-    record = sweep.read_json(os.path.join(root, sweep.SWEEP_RECORD))
+def markdown(table: Table, root: str) -> str:
+    record = workdir_lib.read_sweep(root)
     lines = [f"# Results: {os.path.basename(os.path.normpath(root))}", ""]
     if record:
         command = f"python experiments/sweep.py --config={record['config']} "
@@ -253,7 +239,7 @@ def markdown(table, root):
     return "\n".join(lines)
 
 
-def mean_std(values):
+def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
     """(mean, sample std, n) of the numbers among `values` (std 0 for one value)."""
     xs = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
     if not xs:
@@ -261,7 +247,7 @@ def mean_std(values):
     return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs)
 
 
-def format_mean_std(values):
+def format_mean_std(values: Iterable[Any]) -> str:
     mean, std, n = mean_std(values)
     if n == 0:
         return ""
@@ -271,7 +257,7 @@ def format_mean_std(values):
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
-def fmt(value):
+def fmt(value: Any) -> str:
     """Metrics for reading: 4 decimals below 10, one below 1000, thousands separators above."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return _text(value)

@@ -9,7 +9,7 @@ import pytest
 
 from configs import bert_tiny_wikitext, sst2_finetune
 from lmjax import workdir as workdir_lib
-from lmjax.data import pipeline
+from lmjax.data import glue, pipeline, tokenizers
 from lmjax.tasks import classify, mlm_nsp
 from lmjax.train import build, checkpoint, inference, loop, parallel
 from tests.conftest import make_task, override
@@ -119,12 +119,42 @@ def test_tsv_reader_rejects_a_malformed_line(tmp_path):
     path = tmp_path / "bad.tsv"
     path.write_text("sentence\tlabel\na fine movie\t1\nno label here\nworse\t0\n")
     with pytest.raises(ValueError, match="line 3"):
-        classify.read_labeled_tsv(str(path))
+        glue.read_tsv(str(path), "sst2")
     path.write_text("text\tlabel\nok\t1\n")
-    with pytest.raises(ValueError, match="line 1 must be the header"):
-        classify.read_labeled_tsv(str(path))
-    sentences, labels = classify.read_labeled_tsv("sst2_dev")
-    assert len(sentences) == 872 and set(labels.tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="line 1: .*header 'sentence<TAB>label'"):
+        glue.read_tsv(str(path), "sst2")
+    examples = glue.read_tsv("sst2_dev", "sst2")
+    assert len(examples.sentences_a) == 872 and set(examples.labels.tolist()) == {0, 1}
+
+
+def test_pairs_are_cls_a_sep_b_sep_with_token_types_and_the_longer_one_trimmed():
+    """run_classifier.py's layout: [CLS] A [SEP] B [SEP], types 0 then 1, the longer of A and B
+    trimmed from its end one token at a time until the pair fits seq_len."""
+    tok = tokenizers.WordPieceTokenizer(
+        [*tokenizers.SPECIAL_TOKENS, "a", "b", "c", "d", "e", "f", "g", "h"]
+    )
+    cls, sep, pad = tok.cls_id, tok.sep_id, tok.pad_id
+    a, b, c, d, e, f, g, h = range(5, 13)
+    examples = glue.Examples(
+        ["a b c d e f", "a", "a b"], ["g h", "b c d e f g h", "c"], np.array([1, 0, 1])
+    )
+    out = classify.encode_examples(examples, tok, seq_len=8)
+    # 8 - 3 = 5 tokens for the pair: (6, 2) -> (3, 2); (1, 7) -> (1, 4); (2, 1) fits.
+    np.testing.assert_array_equal(out["input_ids"], [
+        [cls, a, b, c, sep, g, h, sep],
+        [cls, a, sep, b, c, d, e, sep],
+        [cls, a, b, sep, c, sep, pad, pad],
+    ])  # fmt: skip
+    np.testing.assert_array_equal(out["token_type_ids"], [
+        [0, 0, 0, 0, 0, 1, 1, 1],
+        [0, 0, 0, 1, 1, 1, 1, 1],
+        [0, 0, 0, 0, 1, 1, 0, 0],
+    ])  # fmt: skip
+    np.testing.assert_array_equal(out["attention_mask"].sum(1), [8, 8, 6])
+    np.testing.assert_array_equal(out["label"], [1, 0, 1])
+    single = classify.encode_examples(glue.Examples(["a b c d e f g h"], None, None), tok, 5)
+    np.testing.assert_array_equal(single["input_ids"], [[cls, a, b, c, sep]])
+    assert "label" not in single and not single["token_type_ids"].any()
 
 
 def _tsv(path, rows):
@@ -146,7 +176,8 @@ def test_holdout_drops_the_phrases_of_held_out_parse_trees(tmp_path):
         ("a good cast wasted on a bad script", 0),
     ]
     rows.append(("a pleasant surprise", 1))
-    sentences, labels = classify.read_labeled_tsv(_tsv(tmp_path / "t.tsv", rows))
+    examples = glue.read_tsv(_tsv(tmp_path / "t.tsv", rows), "sst2")
+    sentences, labels = examples.sentences_a, examples.labels
     # Four examples have 8+ words: hold them all out; only the unrelated phrase may train.
     (train, train_labels), (held, held_labels) = classify.split_holdout(
         sentences, labels, 4, seed=0, min_words=8
@@ -185,15 +216,20 @@ def test_holdout_is_scored_apart_from_the_eval_set(tmp_path, monkeypatch):
     assert batch["is_holdout"].sum() == 5 and batch["eval_weight"].sum() == 8
     # A stand-in model that predicts class 1 everywhere: dev accuracy 2/3, holdout its share.
     logits = np.stack([np.zeros(16), np.ones(16)], -1).astype(np.float32)
-    monkeypatch.setattr(classify.Classify, "_losses", lambda *a, **k: (logits, np.zeros(16)))
-    out = {
-        k: float(v / c) for k, (v, c) in make_task(config).eval_metrics(None, None, batch).items()
-    }
+    stub = lambda *a, **k: (logits.argmax(-1), np.zeros(16), logits)  # noqa: E731
+    monkeypatch.setattr(classify.Classify, "_losses", stub)
+    task = make_task(config)
+    sums, outputs = task.eval_metrics(None, None, batch)
+    out = {k: float(v / c) for k, (v, c) in sums.items()}
     holdout = batch["label"][batch["is_holdout"] > 0]
     assert out["accuracy"] == pytest.approx(2 / 3)
     assert out["holdout_accuracy"] == pytest.approx(holdout.mean())
+    # GLUE's metric over the whole eval set, from the outputs of the real (weight 1) rows.
+    real = batch["eval_weight"] > 0
+    corpus = task.corpus_metrics({k: np.asarray(v)[real] for k, v in outputs.items()})
+    assert corpus == pytest.approx({"accuracy": 2 / 3, "holdout_accuracy": holdout.mean()})
     config.data.holdout_size = 0
-    assert set(make_task(config).eval_metrics(None, None, batch)) == {"loss", "accuracy"}
+    assert set(make_task(config).eval_metrics(None, None, batch)[0]) == {"loss", "accuracy"}
 
 
 def test_eval_scores_every_example_once():

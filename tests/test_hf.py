@@ -126,6 +126,9 @@ def hf_dirs(tmp_path_factory):
         dirs[f"bert_{name}"] = _save(model, root / f"bert_{name}")
     model = transformers.BertForSequenceClassification(bert("wide", num_labels=3))
     dirs["bert_cls_wide"] = _save(model, root / "bert_cls_wide")
+    # num_labels=1: a regression head (GLUE's STS-B), as transformers reads it.
+    model = transformers.BertForSequenceClassification(bert("small", num_labels=1))
+    dirs["bert_cls_regression"] = _save(model, root / "bert_cls_regression")
     dirs["bert_base"] = _save(transformers.BertModel(bert("small")), root / "bert_base")
     with open(os.path.join(dirs["bert_small"], "vocab.txt"), "w") as f:
         f.writelines(piece + "\n" for piece in wordpiece.vocab)
@@ -207,7 +210,9 @@ def test_gpt2_logits_match_transformers(hf_dirs, shape, tmp_path):
     _check_export_round_trip(model, variables, hf_logits, expected, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["bert_small", "bert_wide", "bert_cls_wide"])
+@pytest.mark.parametrize(
+    "name", ["bert_small", "bert_wide", "bert_cls_wide", "bert_cls_regression"]
+)
 def test_bert_logits_match_transformers(hf_dirs, name, tmp_path):
     path = hf_dirs[name]
     reference = _load_hf(path)
@@ -232,6 +237,8 @@ def test_bert_logits_match_transformers(hf_dirs, name, tmp_path):
         attention_mask=jnp.asarray(mask),
     )
     assert sorted(out) == sorted(expected)
+    if "cls" in name:  # 3 classes, or 1 regression output
+        assert out["logits"].shape == (3, reference.config.num_labels)
     for key, value in expected.items():
         assert np.abs(value).max() > 0.1  # not a trivially small comparison
         np.testing.assert_allclose(np.asarray(out[key]), value, atol=ATOL, err_msg=key)

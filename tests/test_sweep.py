@@ -1,4 +1,5 @@
-"""Sweeps: spec helpers, validation before any run, run/skip/resume, collation and plots."""
+"""Sweeps: spec helpers, validation before any run, run/skip/resume, collation and plots, the
+local and the submitit launchers."""
 
 import csv
 import glob
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from lmjax import results, sweep
+from lmjax import workdir as workdir_lib
 from tests.conftest import CONFIGS, REPO, run_script, script_env
 
 GPT_TEST = f"{os.path.join(CONFIGS, 'gpt_shakespeare_char.py')}:test"
@@ -71,8 +73,8 @@ def test_point_names_flags_and_validation(tmp_path):
     )
     (point,) = sweep.plan(GPT_TEST, spec, str(tmp_path / "w"))
     assert point.name == "dropout_rate=0.1,path=_x_y.txt,learning_rate=1e-05,b1=1"
-    assert "--config.learning_rate=1e-05" in point.argv
-    assert point.argv[-1] == "--config.optimizer.b1=1"  # an int for a float key is fine
+    assert "--config.learning_rate=1e-05" in point.args
+    assert point.args[-1] == "--config.optimizer.b1=1"  # an int for a float key is fine
     config = sweep.resolve_config(GPT_TEST, point.overrides)
     assert config.learning_rate == 1e-05 and config.optimizer.b1 == 1.0
     bad = _write_sweep(tmp_path, "def get_sweep():\n    return [{'model.num_layers': 2.5}]", "b.py")
@@ -114,8 +116,8 @@ def test_sweep_runs_collates_plots_then_reruns_nothing(tmp_path):
     names = ["learning_rate=0.001,seed=0", "learning_rate=0.001,seed=1",
              "learning_rate=0.003,seed=0", "learning_rate=0.003,seed=1"]  # fmt: skip
     for name in names:
-        assert sweep.checkpoint_steps(os.path.join(workdir, name)) == [3, 6]
-        point = sweep.read_json(os.path.join(workdir, name, sweep.POINT_RECORD))
+        assert workdir_lib.checkpoint_steps(os.path.join(workdir, name)) == [3, 6]
+        point = workdir_lib.read_json(os.path.join(workdir, name, workdir_lib.POINT))
         assert point["status"] == "done" and point["command"] in commands
     rows = _read_csv(os.path.join(workdir, "results.csv"))
     assert [r["run"] for r in rows] == names
@@ -147,7 +149,7 @@ def _wait_for_checkpoint(run_dir, proc, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        if sweep.checkpoint_steps(run_dir):
+        if workdir_lib.checkpoint_steps(run_dir):
             return
         time.sleep(0.05)
     raise TimeoutError("no checkpoint")
@@ -171,14 +173,14 @@ def test_killed_point_resumes_from_its_checkpoint(tmp_path):
     _wait_for_checkpoint(run_dir, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = sweep.checkpoint_steps(run_dir)
+    saved = workdir_lib.checkpoint_steps(run_dir)
     assert saved and saved[-1] < 1500, saved
 
     out = run_script("sweep.py", *args[2:]).stdout
     assert f"resuming from step {saved[-1]}" in out
-    point = sweep.read_json(os.path.join(run_dir, sweep.POINT_RECORD))
+    point = workdir_lib.read_json(os.path.join(run_dir, workdir_lib.POINT))
     assert [a["resumed_from_step"] for a in point["attempts"]] == [None, saved[-1]]
-    assert point["status"] == "done" and sweep.checkpoint_steps(run_dir)[-1] == 1500
+    assert point["status"] == "done" and workdir_lib.checkpoint_steps(run_dir)[-1] == 1500
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f if line.strip()]
     steps = [r["step"] for r in records if "train/loss" in r]
@@ -187,7 +189,10 @@ def test_killed_point_resumes_from_its_checkpoint(tmp_path):
         assert "resumed from" in f.read()
 
 
-def test_two_stage_sweep_finetunes_from_each_point(tmp_path):
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory):
+    """A one-point sweep and its fine-tune, run by the local launcher: (sweep file, workdir)."""
+    tmp_path = tmp_path_factory.mktemp("two_stage")
     spec = _write_sweep(
         tmp_path,
         "def get_sweep():\n    return [{'seed': 0}]\n\n"
@@ -197,6 +202,11 @@ def test_two_stage_sweep_finetunes_from_each_point(tmp_path):
     )
     workdir = str(tmp_path / "w")
     _sweep(f"--sweep={spec}", f"--workdir={workdir}")
+    return spec, workdir
+
+
+def test_two_stage_sweep_finetunes_from_each_point(two_stage):
+    _, workdir = two_stage
     finetune_dir = os.path.join(workdir, "finetune", "seed=0")
     with open(os.path.join(finetune_dir, "config.json")) as f:
         assert json.load(f)["init_from"] == os.path.join(workdir, "seed=0")
@@ -234,3 +244,78 @@ def test_fine_tuned_and_scratch_runs_with_equal_settings_are_separate_groups():
         "finetune/learning_rate=0.0003": [0.8, 0.8],
         "finetune/learning_rate=0.0003 (no first-stage run)": [0.7, 0.7],
     }
+
+
+UNTIMED = ("wall_time_s", "tokens_per_sec")  # measured: differ from one run to the next
+
+
+def _untimed(rows):
+    return [{k: v for k, v in r.items() if k.rsplit("/", 1)[-1] not in UNTIMED} for r in rows]
+
+
+def _md_runs(path):
+    """The rows of results.md's runs table, as dicts."""
+    with open(path) as f:
+        table = f.read().split("## Runs\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    header, _, *rows = [[c.strip() for c in line.strip("| ").split(" | ")] for line in table]
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def test_submitit_local_launcher_writes_the_local_launchers_results(two_stage, tmp_path):
+    spec, local_dir = two_stage
+    workdir = str(tmp_path / "w")
+    out = _sweep(f"--sweep={spec}", f"--workdir={workdir}", "--launcher=submitit_local").stdout
+    assert out.count("submitted 1 point(s)") == 2, out  # the fine-tune once its point finished
+    assert _untimed(_read_csv(os.path.join(workdir, "results.csv"))) == _untimed(
+        _read_csv(os.path.join(local_dir, "results.csv"))
+    )
+    assert _untimed(_md_runs(os.path.join(workdir, "results.md"))) == _untimed(
+        _md_runs(os.path.join(local_dir, "results.md"))
+    )
+    for label in ("seed=0", os.path.join("finetune", "seed=0")):
+        point = workdir_lib.read_point(os.path.join(workdir, label))
+        local = workdir_lib.read_point(os.path.join(local_dir, label))
+        assert point["status"] == "done" and len(point["attempts"]) == 1
+        assert point["command"] == local["command"].replace(local_dir, workdir)
+    config = workdir_lib.read_config_dict(os.path.join(workdir, "finetune", "seed=0"))
+    assert config["init_from"] == os.path.join(workdir, "seed=0")
+    assert len(glob.glob(os.path.join(workdir, "submitit", "*_log.out"))) == 2  # a job a point
+
+
+def test_slurm_launcher_takes_partition_gpus_time_and_array_parallelism(tmp_path, monkeypatch):
+    # No SLURM here: a fake srun (submitit looks for one) and an sbatch that keeps the script.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\ncp "$1" {tmp_path / "job.sh"}\necho "Submitted batch job 4242"\n'
+    )
+    for tool in ("srun", "sbatch"):
+        os.chmod(bin_dir / tool, 0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    launcher = sweep.make_launcher(  # as experiments/sweep.py's --launcher=slurm --slurm_* flags
+        "slurm",
+        folder=str(tmp_path / "submitit"),
+        slurm_partition="gpu",
+        slurm_gpus_per_node=2,
+        slurm_cpus_per_task=8,
+        slurm_time=90,
+        slurm_array_parallelism=2,
+    )
+    executor = launcher.executor()
+    assert executor.cluster == "slurm"
+    wanted = {"partition": "gpu", "gpus_per_node": 2, "cpus_per_task": 8, "time": 90,
+              "array_parallelism": 2}  # fmt: skip
+    assert {k: executor.parameters.get(k) for k in wanted} == wanted
+
+    spec = _write_sweep(tmp_path, "def get_sweep():\n    return product(('seed', [0, 1, 2]))")
+    points = sweep.plan(GPT_TEST, spec, str(tmp_path / "w"))
+    jobs = launcher.submit(executor, points, ["python", "train.py"])
+    assert [job.job_id for job in jobs] == ["4242_0", "4242_1", "4242_2"]  # one array
+    script = (tmp_path / "job.sh").read_text().splitlines()
+    for line in ("--array=0-2%2", "--partition=gpu", "--gpus-per-node=2", "--cpus-per-task=8",
+                 "--time=90"):  # fmt: skip
+        assert f"#SBATCH {line}" in script, line
+    for job, point in zip(jobs, points, strict=True):  # each job runs its own point
+        submission = job.submission()
+        assert submission.args == (point,) and submission.function.train_command[-1] == "train.py"

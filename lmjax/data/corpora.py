@@ -12,6 +12,18 @@ EMBEDDED = {
     "wikitext2_test": os.path.join(ASSETS, "wikitext-2", "test.txt"),
     "sst2_train": os.path.join(ASSETS, "sst2", "train.tsv"),
     "sst2_dev": os.path.join(ASSETS, "sst2", "dev.tsv"),
+    # GLUE tasks in glue_data/ layout, read by lmjax.data.glue.read_tsv
+    **{
+        f"glue_{task}_{split}": os.path.join(ASSETS, "glue", folder, f"{split}.tsv")
+        for task, folder in [
+            ("cola", "CoLA"),
+            ("mrpc", "MRPC"),
+            ("stsb", "STS-B"),
+            ("rte", "RTE"),
+            ("wnli", "WNLI"),
+        ]
+        for split in ("train", "dev")
+    },
     # WordPiece vocabulary trained by lmjax on the WikiText-2 training articles (see README.md)
     "wikitext2_vocab_8k": os.path.join(ASSETS, "wikitext-2", "vocab_uncased_8k.txt"),
 }

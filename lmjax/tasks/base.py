@@ -24,6 +24,7 @@ from lmjax.models.transformer import TransformerConfig
 Batch = Mapping[str, np.ndarray | jax.Array]  # {name: [B, ...]}; eval batches add eval_weight [B]
 Params = Any  # a pytree of arrays
 MetricSums = dict[str, tuple[jax.Array, jax.Array]]  # {name: (sum, count)} over a batch
+Outputs = dict[str, jax.Array]  # {name: [B, ...]} per-example values (predictions, labels)
 
 
 class Task(Protocol):
@@ -65,8 +66,15 @@ class Task(Protocol):
         """(loss, extra metrics). Normalised by `counts` (the whole batch's `loss_counts`), so
         that the parts of a batch (gradient accumulation, pmap devices) add up to the whole."""
 
-    def eval_metrics(self, model: nn.Module, params: Params, batch: Batch) -> MetricSums:
-        """{name: (sum, count)} over the rows of `batch` whose `eval_weight` is 1."""
+    def eval_metrics(
+        self, model: nn.Module, params: Params, batch: Batch
+    ) -> tuple[MetricSums, Outputs]:
+        """({name: (sum, count)} over the rows of `batch` whose `eval_weight` is 1, and the
+        per-example outputs that `corpus_metrics` needs; {} when it needs none)."""
+
+    def corpus_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metrics over the whole eval set (Matthews correlation, F1, Pearson, ...) from the
+        outputs of `eval_metrics` of its real rows, concatenated in order."""
 
     def flops_per_token(self, num_params: int, vocab_size: int) -> float:
         """Training FLOPs per token (forward + backward), for MFU."""
@@ -89,10 +97,14 @@ def apply(
 
 
 class BaseTask:
-    """A task bound to its config, deriving nothing (`resolve_config` returns the config)."""
+    """A task bound to its config, deriving nothing (`resolve_config` returns the config) and
+    with no metrics over the whole eval set."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+
+    def corpus_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        return {}
 
     @classmethod
     def resolve_config(

@@ -1,4 +1,11 @@
-"""Sequence classification fine-tuning (e.g. SST-2): `[CLS] sentence [SEP]` → pooler → classifier.
+"""Sequence classification and regression fine-tuning: the GLUE tasks (`data.glue_task`: cola,
+sst2, mrpc, stsb, rte, wnli), as google-research/bert's run_classifier.py feeds them.
+
+Single sentences as `[CLS] A [SEP]`, pairs as `[CLS] A [SEP] B [SEP]` with token types 0 / 1, the
+longer of the two trimmed from its end until the pair fits. The pooler's output goes to a
+classifier (cross-entropy) or, for STS-B, one regression output (mean squared error). Eval
+reports the loss (and accuracy) averaged over examples and GLUE's metrics over the whole eval
+file (`lmjax.tasks.glue_metrics`: Matthews correlation, F1, Pearson, Spearman).
 
 With `config.init_from=PRETRAIN_WORKDIR` the encoder's architecture, vocabulary and weights
 (embeddings, blocks, pooler) come from that workdir; the classifier is initialised afresh.
@@ -19,57 +26,64 @@ from absl import logging
 
 from lmjax import flops
 from lmjax import workdir as workdir_lib
-from lmjax.data import corpora, pipeline, tokenizers
+from lmjax.data import corpora, glue, pipeline, tokenizers
 from lmjax.models import bert
 from lmjax.models.transformer import DTYPES, TransformerConfig
-from lmjax.tasks import base
-from lmjax.tasks.base import Batch, MetricSums, Params
+from lmjax.tasks import base, glue_metrics
+from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
 
 
-def read_labeled_tsv(path: str) -> tuple[list[str], np.ndarray]:
-    """(sentences, labels) of a `sentence<TAB>label` file with a header row (GLUE's SST-2)."""
-    text = corpora.read_text(path)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines = lines[:-1]
-    if not lines or lines[0].split("\t")[:2] != ["sentence", "label"]:
-        raise ValueError(f"{path}: line 1 must be the header 'sentence<TAB>label'")
-    sentences, labels = [], []
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip().isdigit():
-            raise ValueError(
-                f"{path}: line {number} is not 'sentence<TAB>integer label': {line[:80]!r}"
-            )
-        sentences.append(fields[0].strip())
-        labels.append(int(fields[1]))
-    return sentences, np.asarray(labels, np.int32)
+def truncate_pair(tokens_a: list[int], tokens_b: list[int], max_tokens: int) -> None:
+    """Trims the longer list from its end, one token at a time, in place, until the two fit in
+    `max_tokens` (run_classifier.py's _truncate_seq_pair: deterministic, unlike pretraining's)."""
+    while len(tokens_a) + len(tokens_b) > max_tokens:
+        (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
 
 
 def encode_examples(
-    sentences: Sequence[str],
-    labels: np.ndarray,
-    tokenizer: tokenizers.WordPieceTokenizer,
-    seq_len: int,
+    examples: glue.Examples, tokenizer: tokenizers.WordPieceTokenizer, seq_len: int
 ) -> dict[str, np.ndarray]:
-    """`[CLS] tokens [SEP]` truncated to seq_len and padded, as fixed-shape int32 arrays."""
-    n = len(sentences)
+    """`[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]` (token types 0 for [CLS] A [SEP], 1 for
+    B [SEP]), truncated to seq_len and padded, as fixed-shape arrays; `label` when labelled."""
+    n = len(examples)
     ids_NxT = np.full((n, seq_len), tokenizer.pad_id, np.int32)
-    for i, ids in enumerate(tokenizer.encode_batch(sentences)):
-        row = [tokenizer.cls_id, *ids[: seq_len - 2], tokenizer.sep_id]
+    types_NxT = np.zeros((n, seq_len), np.int32)
+    encoded_a = tokenizer.encode_batch(examples.sentences_a)
+    encoded_b = tokenizer.encode_batch(examples.sentences_b) if examples.sentences_b else None
+    for i, a in enumerate(encoded_a):
+        a = list(a)
+        if encoded_b is None:
+            row, types = [tokenizer.cls_id, *a[: seq_len - 2], tokenizer.sep_id], []
+        else:
+            b = list(encoded_b[i])
+            truncate_pair(a, b, seq_len - 3)
+            row = [tokenizer.cls_id, *a, tokenizer.sep_id, *b, tokenizer.sep_id]
+            types = [1] * (len(b) + 1)
         ids_NxT[i, : len(row)] = row
-    return {
+        if types:
+            types_NxT[i, len(row) - len(types) : len(row)] = types
+    out = {
         "input_ids": ids_NxT,
-        "token_type_ids": np.zeros_like(ids_NxT),
+        "token_type_ids": types_NxT,
         "attention_mask": (ids_NxT != tokenizer.pad_id).astype(np.int32),
-        "label": labels,
     }
+    if examples.labels is not None:
+        out["label"] = examples.labels
+    return out
 
 
 def split_holdout(
     sentences: Sequence[str], labels: np.ndarray, size: int, seed: int, min_words: int = 10
 ) -> list[tuple[Sequence[str], np.ndarray]]:
-    """(train, holdout) parts of a labelled set, to choose hyperparameters on the holdout and
+    """(train, holdout) parts of a labelled set of single sentences (`holdout_indices`)."""
+    train, held = holdout_indices(sentences, size, seed, min_words)
+    return [([sentences[i] for i in idx], labels[idx]) for idx in (train, held)]
+
+
+def holdout_indices(
+    sentences: Sequence[str], size: int, seed: int, min_words: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, holdout) indices of a labelled set, to choose hyperparameters on the holdout and
     never on the eval set (e.g. SST-2 dev).
 
     `size` examples of at least `min_words` words are drawn with `seed`. SST-2's training set
@@ -77,7 +91,7 @@ def split_holdout(
     phrases around it would leak its label: training drops every example that lies inside a
     held-out one or contains one (word-level)."""
     if size == 0:
-        return [(sentences, labels), ([], labels[:0])]
+        return np.arange(len(sentences)), np.zeros(0, int)
     words = [s.split() for s in sentences]
     candidates = np.flatnonzero([len(w) >= min_words for w in words])
     if not 0 <= size <= len(candidates):
@@ -101,7 +115,43 @@ def split_holdout(
         "holdout: %d examples; %d training examples sharing their parse trees dropped",
         size, len(sentences) - size - len(train),
     )  # fmt: skip
-    return [([sentences[i] for i in idx], labels[idx]) for idx in (np.asarray(train, int), chosen)]
+    return np.asarray(train, int), chosen
+
+
+def _random_holdout(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0 <= size < n:
+        raise ValueError(f"data.holdout_size={size} must be in [0, {n - 1}] (training examples)")
+    chosen = np.sort(np.random.default_rng(seed).permutation(n)[:size])
+    return np.setdiff1d(np.arange(n), chosen), chosen
+
+
+def _take(examples: glue.Examples, idx: np.ndarray) -> glue.Examples:
+    return glue.Examples(
+        [examples.sentences_a[i] for i in idx],
+        None if examples.sentences_b is None else [examples.sentences_b[i] for i in idx],
+        None if examples.labels is None else examples.labels[idx],
+    )
+
+
+def _concat(first: glue.Examples, second: glue.Examples) -> glue.Examples:
+    return glue.Examples(
+        first.sentences_a + second.sentences_a,
+        None if first.sentences_b is None else first.sentences_b + second.sentences_b,
+        np.concatenate([first.labels, second.labels]),
+    )
+
+
+def read_examples(
+    config: ml_collections.ConfigDict, split: str, labelled: bool | None = True
+) -> glue.Examples:
+    """The "train" or "eval" examples of `data.glue_task`: `data.train_path` / `data.eval_path`
+    (embedded names or GLUE-format TSV files), or TFDS `data.tfds_name` (`glue/<task>`)."""
+    data = config.data
+    if data.tfds_name:
+        tfds_split = "train" if split == "train" else data.tfds_eval_split
+        return glue.read_tfds(data.tfds_name, tfds_split, data.tfds_data_dir)
+    return glue.read_tsv(data.train_path if split == "train" else data.eval_path, data.glue_task,
+                         labelled)  # fmt: skip
 
 
 def _subset(n, size):
@@ -134,7 +184,7 @@ def make_tokenizer(
 
 
 class Classify(base.BertTask):
-    """`[CLS] sentence [SEP]` → pooler → classifier, mean cross-entropy; accuracy on eval."""
+    """A GLUE task's sentences (or pairs) → pooler → classifier or regression output."""
 
     name: ClassVar[str] = "classify"
 
@@ -144,7 +194,21 @@ class Classify(base.BertTask):
     ) -> ml_collections.ConfigDict:
         """With `init_from`, records what the run needs of that workdir's config (its `model` and
         `seq_len`) as `pretrained`, so that the fine-tuned workdir rebuilds its model (and loads,
-        exports and resumes) after init_from is gone. Returns a copy; `config` is not changed."""
+        exports and resumes) after init_from is gone. Returns a copy; `config` is not changed.
+
+        Checks first that `data.glue_task` is one lmjax reads and `num_classes` fits it."""
+        task = config.data.glue_task
+        if task not in glue.FORMATS:
+            raise ValueError(
+                f"data.glue_task={task!r} is not a GLUE task lmjax reads; use one of "
+                f"{sorted(glue.FORMATS)}"
+            )
+        if config.num_classes != glue.num_labels(task):
+            raise ValueError(
+                f"num_classes={config.num_classes} does not fit {task} "
+                f"({glue.num_labels(task)} outputs): set --config.num_classes="
+                f"{glue.num_labels(task)}"
+            )
         if not config.init_from or config.get("pretrained") is not None:
             return config
         saved = workdir_lib.read_config_dict(workdir) if workdir else {}
@@ -160,29 +224,34 @@ class Classify(base.BertTask):
 
     def make_data(self, workdir: str | None = None) -> pipeline.TaskData:
         config = self.config
-        train_sentences, train_labels = read_labeled_tsv(config.data.train_path)
-        eval_sentences, eval_labels = read_labeled_tsv(config.data.eval_path)
-        (train_sentences, train_labels), (holdout_sentences, holdout_labels) = split_holdout(
-            train_sentences, train_labels, config.data.holdout_size, config.data.holdout_seed
-        )
+        task = config.data.glue_task
+        train, eval_set = read_examples(config, "train"), read_examples(config, "eval")
+        if task == "sst2":  # every phrase of a parse tree is an example: drop the leaking ones
+            train_idx, held_idx = holdout_indices(
+                train.sentences_a, config.data.holdout_size, config.data.holdout_seed
+            )
+        else:
+            train_idx, held_idx = _random_holdout(
+                len(train), config.data.holdout_size, config.data.holdout_seed
+            )
+        train, holdout = _take(train, train_idx), _take(train, held_idx)
         if config.data.train_examples:  # a few-label regime: a fixed random subset
-            keep = _subset(len(train_sentences), config.data.train_examples)
-            train_sentences = [train_sentences[i] for i in keep]
-            train_labels = train_labels[keep]
-        tokenizer = make_tokenizer(config, train_sentences, workdir)
-        encode = lambda s, y: encode_examples(s, y, tokenizer, config.seq_len)  # noqa: E731
+            train = _take(train, _subset(len(train), config.data.train_examples))
+        tokenizer = make_tokenizer(config, train.sentences_a + (train.sentences_b or []), workdir)
         # One eval pass scores both sets: `is_holdout` tells eval_metrics which is which.
-        eval_set = encode(
-            eval_sentences + holdout_sentences, np.concatenate([eval_labels, holdout_labels])
-        )
-        is_holdout = np.arange(len(eval_set["label"])) >= len(eval_sentences)
-        eval_set["is_holdout"] = is_holdout.astype(np.float32)
+        eval_arrays = encode_examples(_concat(eval_set, holdout), tokenizer, config.seq_len)
+        is_holdout = np.arange(len(eval_set) + len(holdout)) >= len(eval_set)
+        eval_arrays["is_holdout"] = is_holdout.astype(np.float32)
         return pipeline.TaskData(
-            train_ds=pipeline.rows(encode(train_sentences, train_labels)),
-            eval_ds=pipeline.rows(eval_set),
+            train_ds=pipeline.rows(encode_examples(train, tokenizer, config.seq_len)),
+            eval_ds=pipeline.rows(eval_arrays),
             tokenizer=tokenizer,
             vocab_size=tokenizer.vocab_size,
         )
+
+    @property
+    def regression(self) -> bool:
+        return glue.is_regression(self.config.data.glue_task)
 
     def model_config(self, vocab_size: int) -> TransformerConfig:
         """Architecture from the pretrained workdir when fine-tuning, else from `config.model`;
@@ -207,9 +276,14 @@ class Classify(base.BertTask):
         )
 
     def _losses(self, model, params, batch, rng=None, train=False):
+        """(predictions [B], per-example losses [B], logits [B, C]): the class with the highest
+        logit and cross-entropy; for regression the one output and its squared error."""
         logits_BxC = self.apply(model, params, batch, rng, train)["logits"]
+        if self.regression:
+            predictions_B = logits_BxC[:, 0]
+            return predictions_B, jnp.square(predictions_B - batch["label"]), logits_BxC
         losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
-        return logits_BxC, losses_B
+        return jnp.argmax(logits_BxC, -1), losses_B, logits_BxC
 
     def loss_counts(self, batch: Batch) -> dict[str, jax.Array]:
         return {"examples": jnp.asarray(batch["label"].shape[0], jnp.float32)}
@@ -223,25 +297,41 @@ class Classify(base.BertTask):
         train: bool = True,
         counts: dict[str, jax.Array] | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean cross-entropy; no extra metrics."""
+        """Mean cross-entropy (mean squared error for regression); no extra metrics."""
         counts = self.loss_counts(batch) if counts is None else counts
-        _, losses_B = self._losses(model, params, batch, rng, train)
+        _, losses_B, _ = self._losses(model, params, batch, rng, train)
         return jnp.sum(losses_B) / counts["examples"], {}
 
-    def eval_metrics(self, model: nn.Module, params: Params, batch: Batch) -> MetricSums:
-        """`loss` / `accuracy` on `data.eval_path`; with `data.holdout_size`, also `holdout_loss` /
-        `holdout_accuracy` on the training examples held out for model selection."""
-        logits_BxC, losses_B = self._losses(model, params, batch)
-        correct_B = jnp.argmax(logits_BxC, -1) == batch["label"]
+    def eval_metrics(
+        self, model: nn.Module, params: Params, batch: Batch
+    ) -> tuple[MetricSums, Outputs]:
+        """`loss` (and `accuracy`) on `data.eval_path`; with `data.holdout_size`, also
+        `holdout_loss` (`holdout_accuracy`) on the training examples held out for model
+        selection. Outputs: each example's prediction, label and whether it is held out."""
+        predictions_B, losses_B, _ = self._losses(model, params, batch)
         weight_B = batch["eval_weight"]  # 0 for padding rows: every example counts once
         parts = {"": weight_B * (1 - batch["is_holdout"])}
         if self.config.data.holdout_size:
             parts["holdout_"] = weight_B * batch["is_holdout"]
-        metrics = {}
+        sums = {}
         for prefix, w_B in parts.items():
             count = jnp.sum(w_B)
-            metrics[prefix + "loss"] = (jnp.sum(losses_B * w_B), count)
-            metrics[prefix + "accuracy"] = (jnp.sum(correct_B * w_B), count)
+            sums[prefix + "loss"] = (jnp.sum(losses_B * w_B), count)
+            if not self.regression:
+                correct_B = predictions_B == batch["label"]
+                sums[prefix + "accuracy"] = (jnp.sum(correct_B * w_B), count)
+        outputs = {"prediction": predictions_B, "label": batch["label"]}
+        return sums, {**outputs, "is_holdout": batch["is_holdout"]}
+
+    def corpus_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """GLUE's metrics of the task over the whole eval file (and the holdout)."""
+        task = self.config.data.glue_task
+        held = outputs["is_holdout"] > 0
+        parts = {"": ~held, "holdout_": held} if self.config.data.holdout_size else {"": ~held}
+        metrics = {}
+        for prefix, keep in parts.items():
+            values = glue_metrics.compute(task, outputs["label"][keep], outputs["prediction"][keep])
+            metrics.update({prefix + k: v for k, v in values.items()})
         return metrics
 
     def flops_per_token(self, num_params: int, vocab_size: int) -> float:
@@ -258,5 +348,9 @@ class Classify(base.BertTask):
             "input_ids": rng.integers(0, vocab_size, (b, t), dtype=np.int32),
             "token_type_ids": np.zeros((b, t), np.int32),
             "attention_mask": np.ones((b, t), np.int32),
-            "label": rng.integers(0, config.num_classes, (b,), dtype=np.int32),
+            "label": (
+                rng.uniform(0.0, 5.0, (b,)).astype(np.float32)
+                if self.regression
+                else rng.integers(0, config.num_classes, (b,), dtype=np.int32)
+            ),
         }

@@ -16,7 +16,7 @@ from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
 from lmjax.tasks import base
-from lmjax.tasks.base import Batch, MetricSums, Params
+from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
 
 
 def read_corpus_text(config: ml_collections.ConfigDict) -> str:
@@ -113,16 +113,19 @@ class Clm(base.BaseTask):
         _, losses_BxT = self._token_losses(model, params, batch, rng, train)
         return jnp.sum(losses_BxT) / counts["tokens"], {}
 
-    def eval_metrics(self, model: nn.Module, params: Params, batch: Batch) -> MetricSums:
+    def eval_metrics(
+        self, model: nn.Module, params: Params, batch: Batch
+    ) -> tuple[MetricSums, Outputs]:
         """`loss` and next-token `accuracy` over the batch's tokens."""
         logits_BxTxV, losses_BxT = self._token_losses(model, params, batch)
         correct_BxT = jnp.argmax(logits_BxTxV, -1) == batch["targets"]
         weight_Bx1 = batch["eval_weight"][:, None]  # 0 for padding rows
         count = jnp.sum(weight_Bx1) * losses_BxT.shape[1]
-        return {
+        sums = {
             "loss": (jnp.sum(losses_BxT * weight_Bx1), count),
             "accuracy": (jnp.sum(correct_BxT * weight_Bx1), count),
         }
+        return sums, {}
 
     def flops_per_token(self, num_params: int, vocab_size: int) -> float:
         m = self.config.model

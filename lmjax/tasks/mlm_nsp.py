@@ -25,7 +25,7 @@ from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, pretraining, text, tokenizers
 from lmjax.models import bert
 from lmjax.tasks import base
-from lmjax.tasks.base import Batch, MetricSums, Params
+from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
 
 # Arrays the model needs; the rest (special_mask, word_start) only serve masking on the host.
 MODEL_KEYS = (
@@ -182,7 +182,9 @@ class MlmNsp(base.BertTask):
         loss = mlm_loss + nsp_loss if self.config.use_nsp else mlm_loss
         return loss, {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss}
 
-    def eval_metrics(self, model: nn.Module, params: Params, batch: Batch) -> MetricSums:
+    def eval_metrics(
+        self, model: nn.Module, params: Params, batch: Batch
+    ) -> tuple[MetricSums, Outputs]:
         """MLM and NSP loss and accuracy; `loss` (mlm_loss + nsp_loss) is averaged over batches."""
         out, mlm_BxP, nsp_B = self._losses(model, params, batch)
         weights_BxP = batch["masked_lm_weights"]
@@ -193,13 +195,14 @@ class MlmNsp(base.BertTask):
         mlm_loss = jnp.sum(mlm_BxP * weights_BxP) / jnp.maximum(num_masked, 1.0)
         nsp_loss = jnp.sum(nsp_B * weights_B) / jnp.maximum(num_rows, 1.0)
         loss = mlm_loss + nsp_loss if self.config.use_nsp else mlm_loss
-        return {
+        sums = {
             "loss": (loss, jnp.ones(())),
             "mlm_loss": (jnp.sum(mlm_BxP * weights_BxP), num_masked),
             "mlm_accuracy": (jnp.sum(mlm_correct * weights_BxP), num_masked),
             "nsp_loss": (jnp.sum(nsp_B * weights_B), num_rows),
             "nsp_accuracy": (jnp.sum(nsp_correct * weights_B), num_rows),
         }
+        return sums, {}
 
     def flops_per_token(self, num_params: int, vocab_size: int) -> float:
         """6N + attention, with the tied [D, V] output matmul counted only at the predicted

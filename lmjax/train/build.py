@@ -72,7 +72,7 @@ class Steps:
     """The compiled steps, taking this process's numpy batches, and where the state lives."""
 
     train: Callable  # (state, host_batch) -> (state, metrics)
-    eval: Callable  # (state, host_batch) -> {name: (sum, count)}
+    eval: Callable  # (state, host_batch) -> ({name: (sum, count)}, {name: [B] outputs})
     place: Callable = lambda state: state  # init/restored state -> the layout `train` takes
     unplace: Callable = lambda state: state  # and back (for checkpoints)
 
@@ -147,7 +147,12 @@ def _pmap_steps(s: Setup, model, tx, shardings) -> Steps:
         step.make_train_step(s.config, s.task, model, tx, axis_name="devices"), donate_argnums=0
     )
     eval_metrics = step.make_eval_step(s.task, model)
-    eval_step = pmap(lambda params, b: jax.lax.psum(eval_metrics(params, b), "devices"))
+
+    def eval_on_device(params, b):
+        sums, outputs = eval_metrics(params, b)
+        return jax.lax.psum(sums, "devices"), outputs
+
+    eval_step = pmap(eval_on_device)
 
     def split(batch):  # [B, ...] -> [devices, B / devices, ...]
         return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
@@ -167,9 +172,10 @@ def _pmap_steps(s: Setup, model, tx, shardings) -> Steps:
             lambda x, sh: jax.make_array_from_process_local_data(sh, x), first(state), shardings
         )
 
-    return Steps(
-        train=train,
-        eval=lambda state, b: jax.tree.map(lambda x: x[0], eval_step(state["params"], split(b))),
-        place=place,
-        unplace=unplace,
-    )
+    def evaluate(state, batch):
+        sums, outputs = eval_step(state["params"], split(batch))
+        # Sums: every device holds the total; outputs: [devices, B / devices] -> [B].
+        sums = jax.tree.map(lambda x: x[0], sums)
+        return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), outputs)
+
+    return Steps(train=train, eval=evaluate, place=place, unplace=unplace)

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lmjax import flops
+from lmjax import flops, tasks
 from lmjax import workdir as workdir_lib
 from lmjax.data import pipeline
 from lmjax.train import build, checkpoint, step
@@ -37,11 +37,24 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def evaluate(steps: build.Steps, state: dict, eval_batches: list) -> dict[str, float]:
-    total = None
+def evaluate(
+    task: tasks.Task, steps: build.Steps, state: dict, eval_batches: list
+) -> dict[str, float]:
+    """Sums over the eval batches, averaged; then the task's metrics over the whole eval set
+    from the per-example outputs of its real rows (padding rows dropped)."""
+    total, outputs = None, []
     for batch in eval_batches:
-        total = step.accumulate(total, steps.eval(state, batch))
-    return {f"eval/{k}": v for k, v in step.average(jax.device_get(total)).items()}
+        sums, out = steps.eval(state, batch)
+        total = step.accumulate(total, sums)
+        if out:
+            outputs.append(out)
+    metrics = step.average(jax.device_get(total))
+    if outputs:
+        host = jax.device_get(outputs)
+        whole = {k: np.concatenate([np.asarray(o[k]) for o in host]) for k in host[0]}
+        real = whole.pop("eval_weight") > 0
+        metrics.update(task.corpus_metrics({k: v[real] for k, v in whole.items()}))
+    return {f"eval/{k}": v for k, v in metrics.items()}
 
 
 def train_and_evaluate(
@@ -136,7 +149,7 @@ def _train(s: build.Setup, workdir: str) -> dict[str, float]:
                 timer_start, timer_step = time.perf_counter(), s
 
             if s % config.eval_every_steps == 0 or is_last:
-                eval_metrics = evaluate(steps, state, eval_batches)
+                eval_metrics = evaluate(task, steps, state, eval_batches)
                 writer.write(s, eval_metrics)
                 last_metrics.update(eval_metrics)
                 logging.info(

@@ -13,7 +13,7 @@ import optax
 if TYPE_CHECKING:
     import flax.linen as nn
 
-    from lmjax.tasks.base import Batch, MetricSums, Params, Task
+    from lmjax.tasks.base import Batch, MetricSums, Outputs, Params, Task
 
 # The train state: {"step", "params", "opt_state", "rng"}.
 State = dict[str, Any]
@@ -122,11 +122,18 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(task: Task, model: nn.Module) -> Callable[[Params, Batch], MetricSums]:
-    """Returns `eval_step(params, batch) -> {name: (sum, count)}`, summed over the batch."""
+def make_eval_step(
+    task: Task, model: nn.Module
+) -> Callable[[Params, Batch], tuple[MetricSums, Outputs]]:
+    """Returns `eval_step(params, batch) -> ({name: (sum, count)}, outputs)`: the sums over the
+    batch, and the task's per-example outputs with the batch's `eval_weight` (none if the task
+    has none)."""
 
     def eval_step(params, batch):
-        return task.eval_metrics(model, params, batch)
+        sums, outputs = task.eval_metrics(model, params, batch)
+        if outputs:
+            outputs = {**outputs, "eval_weight": batch["eval_weight"]}
+        return sums, outputs
 
     return eval_step
 

@@ -1,0 +1,130 @@
+"""Every point of a sweep checked against its config before anything runs: the config each
+point's train command will build, through ml_collections' own flag parser."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from lmjax import workdir as workdir_lib
+from lmjax.sweep.spec import (
+    FINETUNE,
+    Point,
+    absolute_config_path,
+    config_flag,
+    load_sweep_file,
+    point_name,
+    resolve_config_path,
+)
+
+
+def resolve_config(config_arg: str, overrides: dict) -> ml_collections.ConfigDict:
+    """The config train.py gets from `--config=config_arg` and `--config.KEY=VALUE` flags:
+    parsed by ml_collections' own flag parser, so the types and checks are train.py's."""
+    argv = ["train.py", f"--config={config_arg}"]
+    argv += [config_flag(k, v) for k, v in overrides.items()]
+    flag_values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+    with warnings.catch_warnings():  # ml_collections loads the file with load_module()
+        warnings.simplefilter("ignore", DeprecationWarning)
+        flag_values(argv)
+    return holder.value
+
+
+def check_overrides(base_flat: dict, overrides: dict, where: str) -> None:
+    """Raises ValueError naming the first key of `overrides` that the config does not have."""
+    for key in overrides:
+        if key not in base_flat:
+            close = difflib.get_close_matches(key, list(base_flat), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown config key {key!r}{hint}")
+
+
+def plan(config_arg: str | None, sweep_path: str, workdir: str) -> list[Point]:
+    """Every point of the sweep, validated against its config before anything runs: unknown
+    keys, values the flags cannot carry, clashing names and a changed base config all raise."""
+    module = load_sweep_file(sweep_path)
+    config_arg = config_arg or resolve_config_path(getattr(module, "CONFIG", ""))
+    if not config_arg:
+        raise ValueError(f"no --config given and {sweep_path} names no CONFIG")
+    first = module.get_sweep()
+    stages = [("", config_arg, first, getattr(module, "BASE", {}))]
+    if hasattr(module, "FINETUNE_CONFIG"):
+        second = module.get_finetune_sweep(first)
+        stages.append(
+            (FINETUNE, resolve_config_path(module.FINETUNE_CONFIG), second,
+             getattr(module, "FINETUNE_BASE", {}))
+        )  # fmt: skip
+    points, first_names = [], {}
+    for stage, config, overrides_list, base in stages:
+        base_flat = workdir_lib.flatten(resolve_config(config, {}))
+        for i, own in enumerate(overrides_list):
+            if not isinstance(own, dict):
+                raise TypeError(f"{sweep_path}: point {i} of {stage or 'get_sweep'} is not a dict")
+            points.append(
+                _make_point(stage, config, own, base, base_flat, first, first_names, workdir, i)
+            )
+            if not stage:
+                first_names[i] = points[-1].name
+    seen = {}
+    for p in points:
+        if p.label in seen:
+            raise ValueError(
+                f"{sweep_path}: two points share the directory {p.label!r}: "
+                f"{seen[p.label]} and {p.recorded}"
+            )
+        seen[p.label] = p.recorded
+        _check_same_config(p)
+    return points
+
+
+def _make_point(stage, config, own, base, base_flat, first, first_names, workdir, index):
+    where = f"point {index} of {stage or 'the sweep'} ({own})"
+    references = [k for k, v in own.items() if isinstance(v, dict)]
+    if references and not stage:
+        raise ValueError(f"{where}: only get_finetune_sweep points may refer to other points")
+    parent = None
+    for key in references:
+        matches = [i for i, p in enumerate(first) if p == own[key]]
+        if not matches:
+            raise ValueError(f"{where}: the value of {key!r} is not one of get_sweep()'s points")
+        parent = first_names[matches[0]]
+    name = point_name(own, list(base_flat), parent)
+    run_dir = os.path.join(workdir, stage, name)
+    overrides = {**base, **own}
+    for key in references:
+        overrides[key] = os.path.join(workdir, first_names[first.index(own[key])])
+    check_overrides(base_flat, overrides, where)
+    try:
+        resolved = workdir_lib.flatten(resolve_config(config, overrides))
+    except Exception as e:  # absl's flag errors: a value of the wrong type
+        raise ValueError(f"{where}: {e}") from None
+    for key, value in overrides.items():
+        got = resolved[key]
+        want = tuple(value) if isinstance(value, list) else value
+        if got != want or isinstance(got, bool) != isinstance(want, bool):
+            raise ValueError(f"{where}: {key}={value!r} reads back from the flag as {got!r}")
+    recorded = {k: (parent if k in references else v) for k, v in own.items()}
+    return Point(
+        name, stage, config, overrides, recorded, references, parent, run_dir,
+        int(resolved["num_train_steps"]),
+    )  # fmt: skip
+
+
+def _config_name(config_arg):
+    """`file.py:arg` without the directories, so a moved checkout still matches its runs."""
+    return os.path.basename(absolute_config_path(config_arg))
+
+
+def _check_same_config(point):
+    record = workdir_lib.read_point(point.run_dir)
+    if record and _config_name(record["config_path"]) != _config_name(point.config):
+        raise ValueError(
+            f"{point.run_dir} was trained from --config={record.get('config')}, this sweep "
+            f"gives --config={point.config}: use another --workdir"
+        )
