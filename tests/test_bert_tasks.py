@@ -307,3 +307,28 @@ def test_static_whole_word_masking_trains(tmp_path):
     config.num_train_steps = 2
     final = loop.train_and_evaluate(config, str(tmp_path / "static"))
     assert np.isfinite(final["eval/mlm_loss"])
+
+
+def test_init_from_must_be_a_bert_whose_classifier_fits_or_is_skipped(tmp_path):
+    """Checked when the config is resolved, before anything is read or written."""
+    from configs import glue as glue_config
+    from configs import gpt_shakespeare_char
+    from lmjax import tasks
+
+    gpt, mnli_like = str(tmp_path / "gpt"), str(tmp_path / "three_labels")
+    workdir_lib.save_config(gpt_shakespeare_char.get_config(), gpt)
+    three = glue_config.get_config("rte")
+    three.num_classes = 3
+    workdir_lib.save_config(three, mnli_like)
+    config = glue_config.get_config("mrpc")
+    config.init_from = gpt
+    with pytest.raises(ValueError, match="trained task 'clm'; fine-tuning needs a BERT workdir"):
+        tasks.resolve_config(config)
+    config.init_from = mnli_like
+    with pytest.raises(ValueError, match="3-output classifier and this run needs 2: pass"):
+        tasks.resolve_config(config)
+    config.init_from_skip = ("classifier/",)
+    assert tasks.resolve_config(config).pretrained.model.emb_dim == 128
+    config.num_classes = 3
+    with pytest.raises(ValueError, match="num_classes=3 does not fit mrpc"):
+        tasks.resolve_config(config)

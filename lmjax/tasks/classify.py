@@ -148,6 +148,12 @@ def read_examples(
     (embedded names or GLUE-format TSV files), or TFDS `data.tfds_name` (`glue/<task>`)."""
     data = config.data
     if data.tfds_name:
+        named = data.tfds_name.split(":")[0].removeprefix("glue/")
+        if named != data.glue_task:
+            raise ValueError(
+                f"data.tfds_name={data.tfds_name!r} is not glue/{data.glue_task} "
+                f"(data.glue_task={data.glue_task!r}): name the same task in both"
+            )
         tfds_split = "train" if split == "train" else data.tfds_eval_split
         return glue.read_tfds(data.tfds_name, tfds_split, data.tfds_data_dir)
     return glue.read_tsv(data.train_path if split == "train" else data.eval_path, data.glue_task,
@@ -183,6 +189,23 @@ def make_tokenizer(
     )
 
 
+def _check_init_from(config: ml_collections.ConfigDict, source: ml_collections.ConfigDict) -> None:
+    """init_from must be a BERT (pretraining or classifier) workdir, and a classifier head it
+    has must fit `num_classes` unless it is skipped (initialised afresh)."""
+    if source.task not in ("mlm_nsp", "classify"):
+        raise ValueError(
+            f"init_from={config.init_from} trained task {source.task!r}; fine-tuning needs a BERT "
+            "workdir (task mlm_nsp or classify, e.g. an imported Hugging Face BERT)"
+        )
+    skipped = any("classifier/".startswith(p) for p in config.init_from_skip)
+    if source.task == "classify" and source.num_classes != config.num_classes and not skipped:
+        raise ValueError(
+            f"init_from={config.init_from} has a {source.num_classes}-output classifier and "
+            f"this run needs {config.num_classes}: pass "
+            "--config.init_from_skip='(\"classifier/\",)' to start the head afresh"
+        )
+
+
 class Classify(base.BertTask):
     """A GLUE task's sentences (or pairs) → pooler → classifier or regression output."""
 
@@ -216,6 +239,7 @@ class Classify(base.BertTask):
             pretrained = saved["pretrained"]  # resuming: what the run derived at its start
         else:
             source = workdir_lib.load_config(config.init_from)
+            _check_init_from(config, source)
             pretrained = {"model": source.model.to_dict(), "seq_len": source.seq_len}
         config = config.copy_and_resolve_references()
         with config.unlocked():
