@@ -287,7 +287,8 @@ class Cell:
     metrics: dict[str, tuple[float, float]]  # dev metric -> (mean, sample std) over seeds
     score: tuple[float, float]  # the dev task score, (mean, std)
     per_seed: dict[int, dict[str, float]]  # seed -> dev metrics
-    selection: dict[float, float]  # every learning rate -> its mean selection score
+    selection: dict[float, float]  # each complete learning rate -> its mean selection score
+    unfinished: dict[float, int]  # learning rates left out -> their runs that did not finish
 
 
 @dataclasses.dataclass
@@ -303,28 +304,32 @@ class Row:
 def select(runs: Sequence[dict], tasks: Sequence[str], select_on: str = "dev") -> list[Row]:
     """A row per checkpoint (in the order of `runs`): for each task, the learning rate with
     the best mean over seeds of the selection score (the dev task score, or the holdout's), the
-    first in grid order on a tie, and that learning rate's dev metrics. Only finished runs
-    count. The GLUE score is taken per seed, over the seeds every task's cell has."""
+    first in grid order on a tie, and that learning rate's dev metrics. A learning rate with a
+    run that did not finish (diverged, failed, not run yet) is left out. The GLUE score is
+    taken per seed, then mean ± std, over the seeds every task's cell has."""
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be dev or holdout, not {select_on!r}")
-    done = [r for r in runs if r["status"] == "done" and r["metrics"]]
     rows = []
     for checkpoint in dict.fromkeys(r["checkpoint"] for r in runs):
         cells = {}
         for task in tasks:
-            mine = [r for r in done if r["checkpoint"] == checkpoint and r["task"] == task]
             by_lr = {}
-            for r in mine:
-                by_lr.setdefault(r["learning_rate"], []).append(r)
-            if not by_lr:
-                continue
+            for r in runs:
+                if r["checkpoint"] == checkpoint and r["task"] == task:
+                    by_lr.setdefault(r["learning_rate"], []).append(r)
+            # A learning rate competes once all its seeds have finished: a seed that diverged
+            # (a failed run) rules its learning rate out.
+            unfinished = {lr: sum(not _done(r) for r in rs) for lr, rs in by_lr.items()}
             selection = {
                 lr: _mean(
                     glue_metrics.task_score(task, metrics_of(task, r["metrics"], select_on))
                     for r in rs
                 )
                 for lr, rs in by_lr.items()
+                if not unfinished[lr]
             }
+            if not selection:
+                continue
             best = max(selection, key=lambda lr: _finite(selection[lr]))  # first of the ties
             per_seed = {r["seed"]: metrics_of(task, r["metrics"]) for r in by_lr[best]}
             cells[task] = Cell(
@@ -337,6 +342,7 @@ def select(runs: Sequence[dict], tasks: Sequence[str], select_on: str = "dev") -
                 score=_mean_std(glue_metrics.task_score(task, v) for v in per_seed.values()),
                 per_seed=per_seed,
                 selection=selection,
+                unfinished={lr: n for lr, n in unfinished.items() if n},
             )
         seeds = [s for s in _seed_order(cells) if all(s in c.per_seed for c in cells.values())]
         glue = None
@@ -346,6 +352,10 @@ def select(runs: Sequence[dict], tasks: Sequence[str], select_on: str = "dev") -
             )
         rows.append(Row(checkpoint, cells, glue, seeds if glue else []))
     return rows
+
+
+def _done(run):
+    return run["status"] == "done" and bool(run["metrics"])
 
 
 def _mean(values):
@@ -422,20 +432,15 @@ def markdown(
     columns = ["checkpoint", "task", *[f"lr={lr:g}" for lr in lrs], "selected", "seeds"]
     lines += [
         "",
-        f"## Selection scores ({select_on} task score, mean over seeds; bold: selected)",
+        f"## Selection scores ({select_on} task score, mean over seeds; bold: selected; a rate "
+        "with unfinished runs is left out)",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + " --- |" * len(columns),
     ]
     for row in rows:
         for task, cell in row.cells.items():
-            scores = [
-                ""
-                if lr not in cell.selection
-                else (f"**{cell.selection[lr]:.3f}**" if lr == cell.learning_rate
-                      else f"{cell.selection[lr]:.3f}")
-                for lr in lrs
-            ]  # fmt: skip
+            scores = [_selection_cell(cell, lr) for lr in lrs]
             seeds = ", ".join(map(str, cell.seeds))
             lines.append(
                 f"| {row.checkpoint} | {task} | " + " | ".join(scores)
@@ -448,23 +453,39 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def _selection_cell(cell, lr):
+    if lr in cell.unfinished:
+        return f"({cell.unfinished[lr]} unfinished)"
+    if lr not in cell.selection:
+        return ""
+    score = f"{cell.selection[lr]:.3f}"
+    return f"**{score}**" if lr == cell.learning_rate else score
+
+
 def table_rows(rows: Sequence[Row], tasks: Sequence[str], select_on: str) -> list[dict]:
-    """glue.csv's rows: per checkpoint the GLUE score and, per task, each dev metric, the task
-    score (mean and std), the selected learning rate and the seeds."""
+    """glue.csv's rows: per checkpoint the GLUE score and, per task, each dev metric and the
+    task score (mean, and std over 2+ seeds; empty for one), the selected learning rate and the
+    number of seeds."""
     out = []
     for row in rows:
-        glue = row.glue or (None, None)
-        line = {"checkpoint": row.checkpoint, "select_on": select_on, "glue_score": glue[0],
-                "glue_score_std": glue[1], "glue_seeds": len(row.glue_seeds)}  # fmt: skip
+        line = {"checkpoint": row.checkpoint, "select_on": select_on}
+        _put(line, "glue_score", row.glue, len(row.glue_seeds))
+        line["glue_seeds"] = len(row.glue_seeds)
         for task in tasks:
             cell = row.cells.get(task)
+            n = len(cell.seeds) if cell else 0
             for m in glue_metrics.METRICS[task]:
-                line[f"{task}/{m}"], line[f"{task}/{m}_std"] = cell.metrics[m] if cell else ("",) * 2
-            line[f"{task}/score"], line[f"{task}/score_std"] = cell.score if cell else ("", "")
+                _put(line, f"{task}/{m}", cell.metrics[m] if cell else None, n)
+            _put(line, f"{task}/score", cell.score if cell else None, n)
             line[f"{task}/learning_rate"] = cell.learning_rate if cell else ""
-            line[f"{task}/seeds"] = len(cell.seeds) if cell else 0
+            line[f"{task}/seeds"] = n
         out.append(line)
     return out
+
+
+def _put(line, key, mean_std, n):
+    mean, std = mean_std or (None, None)
+    line[key], line[f"{key}_std"] = mean, (std if n > 1 else None)
 
 
 def all_rows(runs: Sequence[dict]) -> list[dict]:
@@ -523,7 +544,9 @@ def plot(rows: Sequence[Row], tasks: Sequence[str], path: str, select_on: str = 
     ax.set_xticks(x, groups)
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_ylabel("dev score (task: mean of its metrics)")
-    ax.set_title(f"GLUE dev, learning rate selected on {select_on}; error bars: std over seeds")
+    ax.set_title(
+        f"GLUE dev, learning rate selected on {select_on}\nerror bars: std over seeds", fontsize=10
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

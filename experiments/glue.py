@@ -1,0 +1,115 @@
+"""GLUE for one or more checkpoints: every task fine-tuned over the learning-rate grid and seeds
+(each point a resumable train.py run, as experiments/sweep.py runs them), each task's learning
+rate selected on dev (the BERT paper) or on a held-out part of train, then the table.
+
+  python experiments/glue.py --init_from=/tmp/lmjax/bert_tiny,scratch --workdir=/tmp/glue \
+      [--tasks=rte,stsb] [--seeds=0,1,2] [--select_on=holdout --holdout_size=0.1] [--parallel=2]
+
+Writes WORKDIR/glue.md, glue.csv (a row per checkpoint: each task's dev metrics at its selected
+learning rate and the GLUE score, mean ± std over seeds), glue_all.csv (every run) and glue.png.
+Runs live in WORKDIR/<checkpoint>/<task>/lr=<lr>,seed=<seed>; rerunning skips finished ones and
+rewrites the tables. See lmjax/sweep/glue.py.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from lmjax import sweep
+from lmjax.sweep import glue
+
+TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+
+_INIT_FROM = flags.DEFINE_list(
+    "init_from", None, "Checkpoints (pretraining or imported workdirs), one row each; 'scratch' "
+    "or an empty entry: from scratch."
+)  # fmt: skip
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs and the tables.")
+_CONFIG = flags.DEFINE_string(
+    "config", glue.DEFAULT_CONFIG, "The task config `path[:preset]`; `:task` is added per task "
+    "(`configs/glue.py:test` runs `:rte,test`, ...)."
+)  # fmt: skip
+_TASKS = flags.DEFINE_list("tasks", None, "GLUE tasks (default: all of the config's).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every (task, learning rate).")
+_LRS = flags.DEFINE_list(
+    "learning_rates", None, "The learning-rate grid (default: the config's LEARNING_RATES)."
+)
+_SELECT_ON = flags.DEFINE_enum(
+    "select_on", "dev", list(glue.SELECT_ON), "Where each task's learning rate is chosen: dev "
+    "(the BERT paper) or the held-out training examples (--holdout_size)."
+)  # fmt: skip
+_HOLDOUT = flags.DEFINE_float(
+    "holdout_size", 0.0, "Training examples held out and scored as eval/holdout_*: below 1 a "
+    "fraction of each task's training set (0.1: 10%), else a count; 0: none."
+)  # fmt: skip
+_EPOCHS = flags.DEFINE_float(
+    "epochs", None, "Epochs per task: num_train_steps = epochs * examples // batch_size, warmup "
+    "10% (default: the config's)."
+)  # fmt: skip
+_OVERRIDE = flags.DEFINE_multi_string(
+    "override", [], "KEY=VALUE: --config.KEY=VALUE for every run (repeatable)."
+)
+_PRINT = flags.DEFINE_boolean("print_commands", False, "Print the train.py commands, run none.")
+_PARALLEL = flags.DEFINE_integer(
+    "parallel", 1, "Runs at the same time (--launcher=local or submitit_local)."
+)
+_LAUNCHER = flags.DEFINE_enum(
+    "launcher", "local", list(sweep.LAUNCHERS), "local: subprocesses here; slurm: submitit jobs; "
+    "submitit_local: submitit's local executor."
+)  # fmt: skip
+_PARTITION = flags.DEFINE_string("slurm_partition", None, "SLURM partition of the jobs.")
+_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", None, "GPUs per job.")
+_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", None, "CPUs per job.")
+_TIME = flags.DEFINE_integer(
+    "slurm_time", 60, "Minutes per job; a run that needs longer is checkpointed and requeued."
+)
+_ARRAY_PARALLELISM = flags.DEFINE_integer(
+    "slurm_array_parallelism", 256, "Jobs of an array that SLURM runs at once."
+)
+_SUBMITIT_DIR = flags.DEFINE_string(
+    "submitit_dir", None, "submitit's job files and logs (default: WORKDIR/submitit)."
+)
+flags.mark_flags_as_required(["init_from", "workdir"])
+
+
+def main(argv):
+    del argv
+    rel = os.path.relpath(TRAIN)  # printed commands read better relative to here
+    train_command = [sys.executable, TRAIN if rel.startswith("..") else rel]
+    try:
+        launcher = sweep.make_launcher(
+            _LAUNCHER.value,
+            parallel=_PARALLEL.value,
+            folder=_SUBMITIT_DIR.value or os.path.join(_WORKDIR.value, "submitit"),
+            slurm_partition=_PARTITION.value,
+            slurm_gpus_per_node=_GPUS.value,
+            slurm_cpus_per_task=_CPUS.value,
+            slurm_time=_TIME.value,
+            slurm_array_parallelism=_ARRAY_PARALLELISM.value,
+            job_name="lmjax_glue",
+        )
+        failed = glue.run(
+            _WORKDIR.value,
+            _INIT_FROM.value or [""],
+            train_command=train_command,
+            tasks=_TASKS.value,
+            seeds=[int(s) for s in _SEEDS.value],
+            learning_rates=[float(lr) for lr in _LRS.value] if _LRS.value else None,
+            config=_CONFIG.value,
+            overrides=glue.parse_overrides(_OVERRIDE.value),
+            epochs=_EPOCHS.value,
+            holdout_size=_HOLDOUT.value,
+            select_on=_SELECT_ON.value,
+            launcher=launcher,
+            print_commands=_PRINT.value,
+            log=lambda line: print(line, flush=True),
+        )
+    except (ValueError, TypeError, FileNotFoundError) as e:  # bad flags: nothing has run
+        sys.exit(f"glue.py: {e}")
+    if failed:
+        sys.exit(f"glue.py: {len(failed)} run(s) did not finish: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
