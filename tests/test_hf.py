@@ -448,3 +448,35 @@ def test_fine_tune_imported_bert_on_sst2_and_export(hf_dirs, tmp_path):
     sentence = _sst2_rows(1)[0].split("\t")[0]
     hf_ids = transformers.AutoTokenizer.from_pretrained(exported)(sentence).input_ids
     assert hf_ids == [tokenizer.cls_id, *tokenizer.encode(sentence).tolist(), tokenizer.sep_id]
+
+
+@pytest.mark.parametrize("name,glue_task", [("bert_cls_regression", "stsb"), ("bert_cls_3", "")])
+def test_imported_classifier_workdirs_load_with_their_head(hf_dirs, name, glue_task, tmp_path):
+    """A regression head imports as an STS-B workdir; a 3-class one (no GLUE task lmjax reads)
+    as a workdir that loads and exports, and that fine-tuning starts from with a fresh head."""
+    from lmjax import workdir as workdir_lib
+    from lmjax.train import inference
+
+    path = str(tmp_path / "hf")
+    if name == "bert_cls_3":
+        small = hf_dirs["bert_cls_regression"]
+        config = transformers.BertConfig.from_pretrained(small, num_labels=3)
+        transformers.BertForSequenceClassification(config).save_pretrained(path)
+    else:
+        shutil.copytree(hf_dirs[name], path)
+    for f in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(os.path.join(hf_dirs["bert_small"], f), path)
+    workdir = str(tmp_path / "imported")
+    assert (
+        hf.import_to_workdir(path, workdir, lambda task: sst2_finetune.get_config()) == "classify"
+    )
+    config = workdir_lib.load_config(workdir)
+    assert config.data.glue_task == glue_task
+    model, params, _ = inference.load_model(workdir)
+    _, variables = hf.import_model(path)
+    ids, token_types, mask = _padded_inputs(model.cfg.vocab_size)
+    inputs = dict(token_type_ids=jnp.asarray(token_types), attention_mask=jnp.asarray(mask))
+    expected = model.apply(variables, jnp.asarray(ids), **inputs)["logits"]
+    got = model.apply({"params": params}, jnp.asarray(ids), **inputs)["logits"]
+    assert got.shape == (3, config.num_classes)
+    np.testing.assert_allclose(got, expected, atol=1e-6)

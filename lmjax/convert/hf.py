@@ -460,8 +460,9 @@ def workdir_config(
             config.model[field.name] = dtype_names[value] if field.name == "dtype" else value
     if "vocab_size" in config.get("data", {}):
         config.data.vocab_size = cfg.vocab_size
-    if task_name == "classify":
+    if task_name == "classify":  # the GLUE task its head fits: STS-B regression, or none
         config.num_classes = model.num_classes
+        config.data.glue_task = {1: "stsb", 2: config.data.glue_task}.get(model.num_classes, "")
     config.imported_from = os.path.abspath(hf_dir)
     return config
 

@@ -147,6 +147,11 @@ def read_examples(
     """The "train" or "eval" examples of `data.glue_task`: `data.train_path` / `data.eval_path`
     (embedded names or GLUE-format TSV files), or TFDS `data.tfds_name` (`glue/<task>`)."""
     data = config.data
+    if not data.glue_task:  # an imported classifier of another task: it loads and exports only
+        raise ValueError(
+            f"data.glue_task is empty: set --config.data.glue_task to the task to train on, one "
+            f"of {sorted(glue.FORMATS)}"
+        )
     if data.tfds_name:
         named = data.tfds_name.split(":")[0].removeprefix("glue/")
         if named != data.glue_task:
@@ -221,12 +226,12 @@ class Classify(base.BertTask):
 
         Checks first that `data.glue_task` is one lmjax reads and `num_classes` fits it."""
         task = config.data.glue_task
-        if task not in glue.FORMATS:
+        if task and task not in glue.FORMATS:
             raise ValueError(
                 f"data.glue_task={task!r} is not a GLUE task lmjax reads; use one of "
                 f"{sorted(glue.FORMATS)}"
             )
-        if config.num_classes != glue.num_labels(task):
+        if task and config.num_classes != glue.num_labels(task):
             raise ValueError(
                 f"num_classes={config.num_classes} does not fit {task} "
                 f"({glue.num_labels(task)} outputs): set --config.num_classes="
@@ -275,7 +280,8 @@ class Classify(base.BertTask):
 
     @property
     def regression(self) -> bool:
-        return glue.is_regression(self.config.data.glue_task)
+        """One output, trained by mean squared error (STS-B; `num_classes` fits the task)."""
+        return self.config.num_classes == 1
 
     def model_config(self, vocab_size: int) -> TransformerConfig:
         """Architecture from the pretrained workdir when fine-tuning, else from `config.model`;
