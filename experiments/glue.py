@@ -51,44 +51,15 @@ _OVERRIDE = flags.DEFINE_multi_string(
     "override", [], "KEY=VALUE: --config.KEY=VALUE for every run (repeatable)."
 )
 _PRINT = flags.DEFINE_boolean("print_commands", False, "Print the train.py commands, run none.")
-_PARALLEL = flags.DEFINE_integer(
-    "parallel", 1, "Runs at the same time (--launcher=local or submitit_local)."
-)
-_LAUNCHER = flags.DEFINE_enum(
-    "launcher", "local", list(sweep.LAUNCHERS), "local: subprocesses here; slurm: submitit jobs; "
-    "submitit_local: submitit's local executor."
-)  # fmt: skip
-_PARTITION = flags.DEFINE_string("slurm_partition", None, "SLURM partition of the jobs.")
-_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", None, "GPUs per job.")
-_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", None, "CPUs per job.")
-_TIME = flags.DEFINE_integer(
-    "slurm_time", 60, "Minutes per job; a run that needs longer is checkpointed and requeued."
-)
-_ARRAY_PARALLELISM = flags.DEFINE_integer(
-    "slurm_array_parallelism", 256, "Jobs of an array that SLURM runs at once."
-)
-_SUBMITIT_DIR = flags.DEFINE_string(
-    "submitit_dir", None, "submitit's job files and logs (default: WORKDIR/submitit)."
-)
+_LAUNCHER = sweep.define_launcher_flags()
 flags.mark_flags_as_required(["init_from", "workdir"])
 
 
 def main(argv):
     del argv
-    rel = os.path.relpath(TRAIN)  # printed commands read better relative to here
-    train_command = [sys.executable, TRAIN if rel.startswith("..") else rel]
+    train_command = sweep.train_command(TRAIN)
     try:
-        launcher = sweep.make_launcher(
-            _LAUNCHER.value,
-            parallel=_PARALLEL.value,
-            folder=_SUBMITIT_DIR.value or os.path.join(_WORKDIR.value, "submitit"),
-            slurm_partition=_PARTITION.value,
-            slurm_gpus_per_node=_GPUS.value,
-            slurm_cpus_per_task=_CPUS.value,
-            slurm_time=_TIME.value,
-            slurm_array_parallelism=_ARRAY_PARALLELISM.value,
-            job_name="lmjax_glue",
-        )
+        launcher = _LAUNCHER(_WORKDIR.value, job_name="lmjax_glue")
         failed = glue.run(
             _WORKDIR.value,
             _INIT_FROM.value or [""],

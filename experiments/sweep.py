@@ -23,50 +23,19 @@ _CONFIG = flags.DEFINE_string(
 )
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file defining get_sweep().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one run directory per point.")
-_PARALLEL = flags.DEFINE_integer(
-    "parallel", 1, "Points run at the same time (--launcher=local or submitit_local)."
-)
 _PRINT = flags.DEFINE_boolean("print_commands", False, "Print the train.py commands, run none.")
 _STAGE = flags.DEFINE_enum(
     "stage", "all", list(sweep.STAGES), "Which points: all, get_sweep's, or the fine-tunes."
 )
-_LAUNCHER = flags.DEFINE_enum(
-    "launcher",
-    "local",
-    list(sweep.LAUNCHERS),
-    "local: subprocesses here; slurm: one submitit job per point (arrays); submitit_local: "
-    "submitit's local executor (the slurm path, on this machine).",
-)
-_PARTITION = flags.DEFINE_string("slurm_partition", None, "SLURM partition of the jobs.")
-_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", None, "GPUs per job.")
-_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", None, "CPUs per job.")
-_TIME = flags.DEFINE_integer(
-    "slurm_time", 60, "Minutes per job; a run that needs longer is checkpointed and requeued."
-)
-_ARRAY_PARALLELISM = flags.DEFINE_integer(
-    "slurm_array_parallelism", 256, "Jobs of an array that SLURM runs at once."
-)
-_SUBMITIT_DIR = flags.DEFINE_string(
-    "submitit_dir", None, "submitit's job files and logs (default: WORKDIR/submitit)."
-)
+_LAUNCHER = sweep.define_launcher_flags()
 flags.mark_flags_as_required(["sweep", "workdir"])
 
 
 def main(argv):
     del argv
-    rel = os.path.relpath(TRAIN)  # printed commands read better relative to here
-    train_command = [sys.executable, TRAIN if rel.startswith("..") else rel]
+    train_command = sweep.train_command(TRAIN)
     try:
-        launcher = sweep.make_launcher(
-            _LAUNCHER.value,
-            parallel=_PARALLEL.value,
-            folder=_SUBMITIT_DIR.value or os.path.join(_WORKDIR.value, "submitit"),
-            slurm_partition=_PARTITION.value,
-            slurm_gpus_per_node=_GPUS.value,
-            slurm_cpus_per_task=_CPUS.value,
-            slurm_time=_TIME.value,
-            slurm_array_parallelism=_ARRAY_PARALLELISM.value,
-        )
+        launcher = _LAUNCHER(_WORKDIR.value)
         failed = sweep.run(
             _CONFIG.value,
             _SWEEP.value,

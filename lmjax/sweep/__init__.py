@@ -23,7 +23,9 @@ from lmjax.sweep.launch import (
     LocalLauncher,
     Queue,
     SubmititLauncher,
+    define_launcher_flags,
     make_launcher,
+    train_command,
 )
 from lmjax.sweep.spec import (
     FINETUNE,
@@ -45,6 +47,7 @@ __all__ = [
     "SubmititLauncher",
     "check_overrides",
     "config_flag",
+    "define_launcher_flags",
     "load_sweep_file",
     "make_launcher",
     "plan",
@@ -52,6 +55,7 @@ __all__ = [
     "product",
     "resolve_config",
     "run",
+    "train_command",
     "zip_axes",
 ]
 

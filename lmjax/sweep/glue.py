@@ -35,8 +35,13 @@ from collections.abc import Callable, Sequence
 from lmjax import results
 from lmjax import workdir as workdir_lib
 from lmjax.sweep.launch import LocalLauncher, Queue, SubmititLauncher
-from lmjax.sweep.spec import Point, absolute_config_path, resolve_config_path
-from lmjax.sweep.validate import check_overrides, resolve_config
+from lmjax.sweep.spec import Point, resolve_config_path
+from lmjax.sweep.validate import (
+    check_flags,
+    check_overrides,
+    check_same_config,
+    resolve_config,
+)
 from lmjax.tasks import glue_metrics
 
 DEFAULT_CONFIG = "configs/glue.py"
@@ -205,7 +210,7 @@ def make_points(
             stage = os.path.join(checkpoint, task)
             first = {**task_flags, "init_from": source, "learning_rate": float(learning_rates[0]),
                      "seed": int(seeds[0])}  # fmt: skip
-            num_train_steps = _check(config_arg, first, stage)
+            num_train_steps = check_flags(config_arg, first, stage)
             for lr in learning_rates:
                 for seed in seeds:
                     own = {**first, "learning_rate": float(lr), "seed": int(seed)}
@@ -214,32 +219,9 @@ def make_points(
                     point = Point(
                         name, stage, config_arg, own, own, [], None, run_dir, num_train_steps
                     )
-                    _check_same_config(point)
+                    check_same_config(point)
                     points.append(GluePoint(checkpoint, task, float(lr), int(seed), point))
     return points
-
-
-def _check(config_arg, overrides, where):
-    """The config's num_train_steps; ValueError for an override train.py would refuse."""
-    try:
-        resolved = workdir_lib.flatten(resolve_config(config_arg, overrides))
-    except Exception as e:  # absl's flag errors: a value of the wrong type
-        raise ValueError(f"{where}: {e}") from None
-    for key, value in overrides.items():
-        got, want = resolved[key], tuple(value) if isinstance(value, list) else value
-        if got != want or isinstance(got, bool) != isinstance(want, bool):
-            raise ValueError(f"{where}: {key}={value!r} reads back from the flag as {got!r}")
-    return int(resolved["num_train_steps"])
-
-
-def _check_same_config(point):
-    record = workdir_lib.read_point(point.run_dir)
-    name = lambda c: os.path.basename(absolute_config_path(c))
-    if record and name(record["config_path"]) != name(point.config):
-        raise ValueError(
-            f"{point.run_dir} was trained from --config={record.get('config')}, this gives "
-            f"--config={point.config}: use another --workdir"
-        )
 
 
 #### Collecting and selecting

@@ -23,6 +23,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -360,3 +361,52 @@ def make_launcher(
     if kind == "slurm":
         return SubmititLauncher(folder, "slurm", parameters)
     return SubmititLauncher(folder, "local", parameters, max_running=max(1, parallel))
+
+
+def define_launcher_flags() -> Callable[..., LocalLauncher | SubmititLauncher]:
+    """Defines a script's --launcher, --parallel, --slurm_* and --submitit_dir flags (absl);
+    returns `launcher(workdir, job_name=...)`, the `make_launcher` of their values."""
+    from absl import flags
+
+    kind = flags.DEFINE_enum(
+        "launcher", "local", list(LAUNCHERS), "local: subprocesses here; slurm: one submitit "
+        "job per point (arrays); submitit_local: submitit's local executor (the slurm path, on "
+        "this machine)."
+    )  # fmt: skip
+    parallel = flags.DEFINE_integer(
+        "parallel", 1, "Runs at the same time (--launcher=local or submitit_local)."
+    )
+    partition = flags.DEFINE_string("slurm_partition", None, "SLURM partition of the jobs.")
+    gpus = flags.DEFINE_integer("slurm_gpus_per_node", None, "GPUs per job.")
+    cpus = flags.DEFINE_integer("slurm_cpus_per_task", None, "CPUs per job.")
+    minutes = flags.DEFINE_integer(
+        "slurm_time", 60, "Minutes per job; a run that needs longer is checkpointed and requeued."
+    )
+    array_parallelism = flags.DEFINE_integer(
+        "slurm_array_parallelism", 256, "Jobs of an array that SLURM runs at once."
+    )
+    folder = flags.DEFINE_string(
+        "submitit_dir", None, "submitit's job files and logs (default: WORKDIR/submitit)."
+    )
+
+    def launcher(workdir: str, job_name: str = "lmjax_sweep") -> LocalLauncher | SubmititLauncher:
+        return make_launcher(
+            kind.value,
+            parallel=parallel.value,
+            folder=folder.value or os.path.join(workdir, "submitit"),
+            slurm_partition=partition.value,
+            slurm_gpus_per_node=gpus.value,
+            slurm_cpus_per_task=cpus.value,
+            slurm_time=minutes.value,
+            slurm_array_parallelism=array_parallelism.value,
+            job_name=job_name,
+        )
+
+    return launcher
+
+
+def train_command(script: str) -> list[str]:
+    """`[python, script]`, the script relative to the current folder when it lies below it (the
+    printed commands read better)."""
+    rel = os.path.relpath(script)
+    return [sys.executable, script if rel.startswith("..") else rel]

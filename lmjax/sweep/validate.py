@@ -79,7 +79,7 @@ def plan(config_arg: str | None, sweep_path: str, workdir: str) -> list[Point]:
                 f"{seen[p.label]} and {p.recorded}"
             )
         seen[p.label] = p.recorded
-        _check_same_config(p)
+        check_same_config(p)
     return points
 
 
@@ -100,8 +100,18 @@ def _make_point(stage, config, own, base, base_flat, first, first_names, workdir
     for key in references:
         overrides[key] = os.path.join(workdir, first_names[first.index(own[key])])
     check_overrides(base_flat, overrides, where)
+    num_train_steps = check_flags(config, overrides, where)
+    recorded = {k: (parent if k in references else v) for k, v in own.items()}
+    return Point(
+        name, stage, config, overrides, recorded, references, parent, run_dir, num_train_steps
+    )
+
+
+def check_flags(config_arg: str, overrides: dict, where: str) -> int:
+    """Resolves `overrides` as train.py's flags would; ValueError (naming `where`) for a value
+    the flags refuse or read back as something else. Returns the config's num_train_steps."""
     try:
-        resolved = workdir_lib.flatten(resolve_config(config, overrides))
+        resolved = workdir_lib.flatten(resolve_config(config_arg, overrides))
     except Exception as e:  # absl's flag errors: a value of the wrong type
         raise ValueError(f"{where}: {e}") from None
     for key, value in overrides.items():
@@ -109,11 +119,7 @@ def _make_point(stage, config, own, base, base_flat, first, first_names, workdir
         want = tuple(value) if isinstance(value, list) else value
         if got != want or isinstance(got, bool) != isinstance(want, bool):
             raise ValueError(f"{where}: {key}={value!r} reads back from the flag as {got!r}")
-    recorded = {k: (parent if k in references else v) for k, v in own.items()}
-    return Point(
-        name, stage, config, overrides, recorded, references, parent, run_dir,
-        int(resolved["num_train_steps"]),
-    )  # fmt: skip
+    return int(resolved["num_train_steps"])
 
 
 def _config_name(config_arg):
@@ -121,7 +127,8 @@ def _config_name(config_arg):
     return os.path.basename(absolute_config_path(config_arg))
 
 
-def _check_same_config(point):
+def check_same_config(point: Point) -> None:
+    """ValueError when `point.run_dir` was trained from another config file."""
     record = workdir_lib.read_point(point.run_dir)
     if record and _config_name(record["config_path"]) != _config_name(point.config):
         raise ValueError(
