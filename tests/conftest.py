@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs, temp workdirs, strict numerics, subprocess runners."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -43,6 +44,18 @@ def make_task(config):
     from lmjax import tasks
 
     return tasks.get_task(tasks.resolve_config(config))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection or resolve a host fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ that name the file and line, GLUE's unlabelled test layout, and the TFDS route (
 
 import os
 import re
-import socket
 
 import numpy as np
 import pytest
@@ -210,18 +209,6 @@ def test_crlf_and_no_final_newline(tmp_path):
     # Only "\n" ends a line: a vertical tab inside a sentence stays there.
     assert examples.sentences_a == ["Good film .", "Bad \x0bfilm ."]
     np.testing.assert_array_equal(examples.labels, [1, 0])
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection or resolve a host fails the test (as test_tfds_text)."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_tfds_not_prepared_is_a_one_line_error(tmp_path, no_network):

@@ -1,7 +1,6 @@
 """TFDS route for text documents: the local corpus builder (offline, file order kept), TFDS
 datasets by name in `read_corpus_documents`, and the error for a dataset that is not prepared."""
 
-import socket
 
 import pytest
 import tensorflow_datasets as tfds
@@ -11,18 +10,6 @@ from lmjax.data import corpora, text, tfds_text
 from lmjax.tasks import mlm_nsp
 
 WIKITEXT2 = ("wikitext2_valid", "wikitext2_test")
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection or resolve a host fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def _file_documents(paths, fmt="auto"):
