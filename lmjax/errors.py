@@ -1,0 +1,17 @@
+"""Errors that are the user's to fix, and how the entry points report them.
+
+An `InputError` is bad input: a config value, a flag, a data file, a workdir that does not fit
+the run. Its message is one line that names the value and the fix. The entry points
+(`lmjax.cli.run`) print it as `lmjax: error: MESSAGE` and exit with status 2, before anything is
+written or trained; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input: one line naming the value and the fix (exit status 2 at the command line)."""
+
+
+class MissingInput(InputError, FileNotFoundError):
+    """A file or directory that the input names does not exist."""
