@@ -15,3 +15,16 @@ class InputError(ValueError):
 
 class MissingInput(InputError, FileNotFoundError):
     """A file or directory that the input names does not exist."""
+
+
+class RunStopped(Exception):
+    """The run cannot go on, for a reason that is not a bug (it diverged, the disk is full): one
+    line naming the reason and the last good checkpoint (exit status 1 at the command line)."""
+
+
+class Diverged(RunStopped, FloatingPointError):
+    """A loss, gradient norm or parameter is not finite; nothing non-finite was saved."""
+
+
+class SaveFailed(RunStopped, OSError):
+    """A checkpoint could not be written (no space left, no permission): the run stops at once."""
