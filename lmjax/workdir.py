@@ -8,6 +8,8 @@
       checkpoints/<step>  Orbax checkpoints (a step's folder appears once its save finished)
       point.json          a sweep point's record: overrides, command, attempts, status
       train.log           a sweep point's output
+      lock                the host and pid of the run that trains here now (`lock`)
+      checkpoints_damaged/<step>  checkpoints that failed to restore, moved aside (never deleted)
     SWEEP_DIR/sweep.json  a sweep's record: the command that made it, its points in order
 
 Paths go through `etils.epath` (what Orbax and TFDS use), so a workdir may be a local path or a
@@ -16,8 +18,12 @@ Paths go through `etils.epath` (what Orbax and TFDS use), so a workdir may be a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,7 +31,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from lmjax import config_defaults
+from lmjax import config_defaults, errors
 from lmjax.data import tokenizers
 
 CONFIG = "config.json"
@@ -35,6 +41,8 @@ CHECKPOINTS = "checkpoints"
 POINT = "point.json"
 SWEEP = "sweep.json"
 LOG = "train.log"
+LOCK = "lock"
+DAMAGED = "checkpoints_damaged"
 
 PathLike = str | os.PathLike | epath.Path
 
@@ -173,6 +181,150 @@ def is_finished(workdir: PathLike, num_train_steps: int | None = None) -> bool:
     return last is not None and last >= num_train_steps
 
 
+#### One run per workdir
+
+# A holder on another host proves it is alive by rewriting the lock file every HEARTBEAT seconds;
+# one silent for STALE_AFTER seconds is gone (a job killed on one node, requeued on another).
+HEARTBEAT = 30.0
+STALE_AFTER = 300.0
+
+
+def _me() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+
+def _is_alive(holder: dict) -> bool:
+    """Whether the process that wrote the lock may still run: on this host, whether its pid
+    exists; elsewhere, whether its heartbeat is recent."""
+    if holder.get("host") != socket.gethostname():
+        return time.time() - holder.get("heartbeat", holder.get("since", 0)) < STALE_AFTER
+    try:
+        os.kill(int(holder.get("pid", 0)) or -1, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's live process, or a pid we cannot test: assume it runs
+    return True
+
+
+def _describe(holder: dict) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+    return f"pid {holder.get('pid')} on {holder.get('host')} (since {since})"
+
+
+def _read_lock(workdir: PathLike) -> dict | None:
+    try:
+        return read_json(path(workdir) / LOCK)
+    except (json.JSONDecodeError, OSError):
+        return {}  # half-written by a process killed mid-write: stale unless its pid lives
+
+
+def check_unlocked(workdir: PathLike) -> None:
+    """Raises InputError when a live run holds WORKDIR's lock (writes nothing; cheap, so a
+    second launch stops before it prepares any data)."""
+    holder = _read_lock(workdir)
+    if holder is not None and holder.get("pid") != os.getpid() and _is_alive(holder):
+        raise errors.InputError(
+            f"workdir {workdir} is in use by the run of {_describe(holder)}: wait for it, stop "
+            f"it, or use another --workdir (if that run is gone, delete {path(workdir) / LOCK})"
+        )
+
+
+@contextlib.contextmanager
+def lock(workdir: PathLike) -> Iterator[None]:
+    """Holds WORKDIR/lock (this host and pid) while the block runs, so that a second run in the
+    same workdir stops at once (`check_unlocked`). A lock left by a process that is gone is
+    taken over with a warning. Local files are created exclusively (O_EXCL); on a bucket two
+    runs starting in the same second may both pass (the check is then only a read)."""
+    file = path(workdir) / LOCK
+    file.parent.mkdir(parents=True, exist_ok=True)
+    me = _me()
+    if not _create_exclusive(file, me):
+        check_unlocked(workdir)
+        logging.warning(
+            "taking over the stale lock of %s in %s", _describe(_read_lock(workdir)), workdir
+        )
+        write_json(file, me)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(file, me, stop), daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        if (_read_lock(workdir) or {}).get("pid") == me["pid"]:
+            file.unlink(missing_ok=True)
+
+
+def _create_exclusive(file: epath.Path, record: dict) -> bool:
+    """Creates `file` holding `record` unless it exists; False when it did."""
+    if "://" in str(file):
+        if file.exists():
+            return False
+        write_json(file, record)
+        return True
+    try:
+        fd = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    return True
+
+
+def _heartbeat(file: epath.Path, me: dict, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT):
+        try:
+            write_json(file, {**me, "heartbeat": time.time()})
+        except OSError as e:  # a full disk must not kill the run over its lock
+            logging.warning("could not refresh %s: %s", file, e)
+
+
+#### Resuming: the saved config must fit the run
+
+# Keys that fix what the checkpoints were trained on: a resumed run must keep them. (A model that
+# no longer fits is caught by the checkpoint's shapes, naming the parameter.)
+FIXED_KEYS = ("task", "seq_len", "data.")
+
+
+def check_fits(config: ml_collections.ConfigDict, workdir: PathLike) -> None:
+    """Compares `config` with WORKDIR/config.json. When WORKDIR has checkpoints, a change of a
+    key in FIXED_KEYS (the data, the tokenizer, the task, seq_len) is an InputError listing what
+    differs; other changes (learning rate, steps, ...) are allowed with a warning. Without a
+    checkpoint, what an earlier failed start wrote is replaced (warning)."""
+    if not has_config(workdir):
+        return
+    saved = ml_collections.ConfigDict(read_config_dict(workdir))
+    config_defaults.fill_defaults(saved)  # keys added since it was written: not a change
+    now = config_defaults.with_defaults(config)
+    saved, now = _comparable(saved.to_dict()), _comparable(now.to_dict())
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if not changed:
+        return
+    diffs = [f"{k}={saved.get(k)!r} (now {now.get(k)!r})" for k in changed]
+    if latest_step(workdir) is None:
+        logging.warning(
+            "%s has no checkpoint: the config.json and tokenizer of an earlier start are "
+            "replaced (%s)",
+            workdir,
+            ", ".join(diffs),
+        )
+        return
+    fixed = [d for k, d in zip(changed, diffs, strict=True) if k.startswith(FIXED_KEYS)]
+    if fixed:
+        raise errors.InputError(
+            f"workdir {workdir} was trained with {', '.join(fixed)}: a run resumes with the data, "
+            "tokenizer and seq_len it started with; use a new --workdir, or the old values"
+        )
+    logging.warning("resuming %s with changed %s", workdir, ", ".join(diffs))
+
+
+def _comparable(config: Mapping[str, Any]) -> dict:
+    """Flattened, with JSON's types (tuples as lists), as config.json holds it."""
+    return flatten(json.loads(json.dumps(config, default=str)))
+
+
 #### Metrics
 
 
@@ -189,22 +341,43 @@ def has_metrics(workdir: PathLike) -> bool:
 
 
 def read_metrics(workdir: PathLike) -> list[dict]:
-    """The records of WORKDIR/metrics.jsonl, in the order they were written."""
-    return [json.loads(line) for line in metrics_file(workdir).read_text().splitlines() if line]
+    """The records of WORKDIR/metrics.jsonl, in the order they were written. A last line cut
+    short (a crash in mid-write) is dropped with a warning; a damaged line elsewhere is an error
+    naming it."""
+    file = metrics_file(workdir)
+    text = file.read_text()
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines):  # no newline after it: a write that did not finish
+                logging.warning("%s: dropped its last line, cut short (%d chars)", file, len(line))
+                break
+            raise errors.InputError(
+                f"{file}:{number} is not a JSON record ({e.msg}): fix or delete that line"
+            ) from None
+    return records
 
 
 def append_metrics(workdir: PathLike, record: dict) -> None:
+    """Appends one whole line (one write call)."""
     with metrics_file(workdir).open("a") as f:
         f.write(json.dumps(record, allow_nan=True) + "\n")
 
 
 def truncate_metrics(workdir: PathLike, step: int) -> None:
-    """Drops the records after `step`: a resumed run writes them again, so none repeats."""
+    """Keeps the records up to `step` (and drops a last line cut short): a resumed run writes
+    the later ones again, so none repeats. Rewritten through a temporary file and a rename."""
     if has_metrics(workdir):
         kept = [r for r in read_metrics(workdir) if r["step"] <= step]
-        metrics_file(workdir).write_text(
-            "".join(json.dumps(r, allow_nan=True) + "\n" for r in kept)
-        )
+        file = metrics_file(workdir)
+        tmp = file.parent / (file.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
+        tmp.replace(file)
 
 
 #### Sweeps: point and sweep records, runs under a directory

@@ -1,14 +1,20 @@
 """lmjax.workdir: the run directory's files, on a local path and on a `gs://` bucket (mocked with
 etils.epath's test backend onto a local folder, so every access must go through epath)."""
 
+import importlib
 import json
 import os
+import socket
+import subprocess
+import time
+from unittest import mock
 
 import pytest
 from absl import logging
 from etils.epath import testing as epath_testing
 
 from configs import sst2_finetune
+from lmjax import errors
 from lmjax import workdir as workdir_lib
 from lmjax.data import tokenizers
 from tests.conftest import tiny_config
@@ -112,3 +118,110 @@ def test_an_old_config_loads_with_todays_defaults_and_a_warning(tmp_path, monkey
 def test_missing_config_says_what_the_directory_lacks(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json in .*: is it a training workdir"):
         workdir_lib.load_config(str(tmp_path))
+
+
+# ---- One run per workdir ----
+
+
+def _write_lock(workdir, **holder):
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, workdir_lib.LOCK), "w") as f:
+        json.dump(holder, f)
+
+
+def test_lock_is_held_while_the_run_runs_and_released_after(tmp_path):
+    workdir = str(tmp_path / "run")
+    with workdir_lib.lock(workdir):
+        holder = workdir_lib.read_json(os.path.join(workdir, workdir_lib.LOCK))
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        workdir_lib.check_unlocked(workdir)  # its own lock does not stop a run
+    assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK))
+
+
+def test_a_live_holder_stops_a_second_run_naming_it(tmp_path):
+    workdir = str(tmp_path / "run")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        _write_lock(workdir, host=socket.gethostname(), pid=other.pid, since=time.time())
+        with pytest.raises(errors.InputError, match=f"in use by the run of pid {other.pid} on "):
+            workdir_lib.check_unlocked(workdir)
+        with pytest.raises(errors.InputError, match="in use"):
+            with workdir_lib.lock(workdir):
+                pass
+    finally:
+        other.kill()
+        other.wait()
+    # The holder is gone: its lock is stale and taken over, with a warning naming it.
+    with mock.patch.object(logging, "warning") as warn, workdir_lib.lock(workdir):
+        assert workdir_lib.read_json(os.path.join(workdir, workdir_lib.LOCK))["pid"] == os.getpid()
+    assert f"stale lock of pid {other.pid}" in warn.call_args[0][0] % warn.call_args[0][1:]
+
+
+def test_a_holder_on_another_host_is_stale_once_its_heartbeat_stops(tmp_path):
+    workdir = str(tmp_path / "run")
+    _write_lock(workdir, host="node-7", pid=1, since=0.0, heartbeat=time.time() - 10)
+    with pytest.raises(errors.InputError, match="pid 1 on node-7"):
+        workdir_lib.check_unlocked(workdir)
+    _write_lock(workdir, host="node-7", pid=1, since=0.0, heartbeat=time.time() - 3600)
+    workdir_lib.check_unlocked(workdir)
+
+
+# ---- A resumed run keeps its data ----
+
+
+def test_changing_the_data_of_a_workdir_with_checkpoints_is_an_error(tmp_path):
+    workdir = str(tmp_path / "run")
+    workdir_lib.save_config(tiny_config(), workdir)
+    moved = tiny_config(**{"data.path": "/data/other.txt", "learning_rate": 0.5})
+    workdir_lib.check_fits(moved, workdir)  # no checkpoint yet: what a failed start wrote goes
+    os.makedirs(os.path.join(workdir, "checkpoints", "3"))
+    with pytest.raises(
+        errors.InputError, match="data.path='tinyshakespeare' .now '/data/other.txt'"
+    ):
+        workdir_lib.check_fits(moved, workdir)
+    with mock.patch.object(logging, "warning") as warn:  # a new learning rate is a choice
+        workdir_lib.check_fits(tiny_config(learning_rate=0.5), workdir)
+    assert "learning_rate=0.001 (now 0.5)" in warn.call_args[0][0] % warn.call_args[0][1:]
+
+
+# ---- metrics.jsonl after a crash ----
+
+
+def test_a_metrics_line_cut_short_is_dropped_and_later_steps_truncated(tmp_path):
+    workdir = str(tmp_path)
+    with open(os.path.join(workdir, workdir_lib.METRICS), "w") as f:
+        f.write('{"step": 1, "a": 1.0}\n{"step": 2, "a": 2.0}\n{"step": 3, "a"')
+    assert workdir_lib.read_metrics(workdir) == [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0}]
+    workdir_lib.truncate_metrics(workdir, 1)
+    with open(os.path.join(workdir, workdir_lib.METRICS)) as f:
+        assert f.read() == '{"step": 1, "a": 1.0}\n'
+
+
+def test_a_damaged_metrics_line_inside_the_file_is_an_error_naming_it(tmp_path):
+    with open(os.path.join(tmp_path, workdir_lib.METRICS), "w") as f:
+        f.write('{"step": 1}\n{"step": 2,\n{"step": 3}\n')
+    with pytest.raises(errors.InputError, match=r"metrics.jsonl:2 is not a JSON record"):
+        workdir_lib.read_metrics(str(tmp_path))
+
+
+# ---- Logs ----
+
+
+def test_library_logs_are_told_apart_by_module_not_by_path(tmp_path, monkeypatch):
+    """A library in a venv inside a checkout named lmjax has "lmjax" in its path."""
+    import logging as std_logging
+
+    from lmjax.train import loop, metrics
+
+    lib = tmp_path / "lmjax" / ".venv" / "site-packages"
+    lib.mkdir(parents=True)
+    (lib / "some_library.py").write_text("")
+    monkeypatch.syspath_prepend(str(lib))
+    some_library = importlib.import_module("some_library")
+
+    def record(module, level=std_logging.INFO):
+        return std_logging.LogRecord("absl", level, module.__file__, 1, "msg", (), None)
+
+    assert metrics.is_lmjax_record(record(loop))
+    assert not metrics.is_lmjax_record(record(some_library))
+    assert metrics.is_lmjax_record(record(some_library, std_logging.WARNING))

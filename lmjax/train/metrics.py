@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import functools
+import logging as std_logging
 import math
+import os
+import sys
 
 import jax
 from absl import logging
@@ -57,16 +61,27 @@ def format_duration(seconds: float) -> str:
 
 
 def quiet_library_logs() -> None:
-    """Keeps absl INFO lines from lmjax only: Orbax and friends log every file they write."""
-    import logging as std_logging
+    """Keeps absl's INFO lines from lmjax's modules and the entry point only, and warnings from
+    everyone: Orbax and friends log every file they write."""
+    logging.get_absl_handler().addFilter(is_lmjax_record)
 
-    from absl import logging
 
-    def keep(record):
-        return (
-            record.levelno >= std_logging.WARNING
-            or "lmjax" in record.pathname
-            or "experiments" in record.pathname
-        )
+def is_lmjax_record(record: std_logging.LogRecord) -> bool:
+    """A warning or worse, or a record logged by a module of lmjax or by `__main__`. Told apart
+    by the module that logged it (absl names every record "absl"), found from its source file:
+    not by the path, which holds "lmjax" for every library of a venv inside a checkout."""
+    if record.levelno >= std_logging.WARNING:
+        return True
+    module = _module_of(record.pathname)
+    return module == "__main__" or module.split(".")[0] == "lmjax"
 
-    logging.get_absl_handler().addFilter(keep)
+
+@functools.cache
+def _module_of(pathname: str) -> str:
+    """The name of the imported module whose file is `pathname` ("" when none is)."""
+    target = os.path.realpath(pathname)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.realpath(file) == target:
+            return name
+    return ""
