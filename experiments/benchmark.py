@@ -9,9 +9,10 @@ against the peak of the device: a spec-sheet value for known TPUs/GPUs, else a m
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from lmjax import cli
 from lmjax.train import benchmark
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
@@ -30,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

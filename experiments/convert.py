@@ -14,8 +14,9 @@ imported architecture, positions and vocabulary; its checkpoint is step 0.
 import importlib.util
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from lmjax import cli, errors
 from lmjax.convert import hf
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face model directory (read or written).")
@@ -42,7 +43,7 @@ def base_config(task):
 
 def main(argv):
     if len(argv) != 2 or argv[1] not in ("import", "export"):
-        raise app.UsageError("usage: convert.py import|export --hf_dir=DIR --workdir=DIR")
+        raise errors.InputError("usage: convert.py import|export --hf_dir=DIR --workdir=DIR")
     logging.set_verbosity(logging.INFO)
     if argv[1] == "import":
         task = hf.import_to_workdir(_HF_DIR.value, _WORKDIR.value, base_config)
@@ -53,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

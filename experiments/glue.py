@@ -12,11 +12,10 @@ rewrites the tables. See lmjax/sweep/glue.py.
 """
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from lmjax import sweep
+from lmjax import cli, errors, sweep
 from lmjax.sweep import glue
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
@@ -77,10 +76,10 @@ def main(argv):
             log=lambda line: print(line, flush=True),
         )
     except (ValueError, TypeError, FileNotFoundError) as e:  # bad flags: nothing has run
-        sys.exit(f"glue.py: {e}")
+        raise errors.InputError(str(e)) from e
     if failed:
-        sys.exit(f"glue.py: {len(failed)} run(s) did not finish: {', '.join(failed)}")
+        raise errors.RunStopped(f"{len(failed)} run(s) did not finish: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

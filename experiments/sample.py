@@ -5,9 +5,9 @@
 """
 
 import jax
-from absl import app, flags
+from absl import flags
 
-from lmjax import sampling
+from lmjax import cli, sampling
 from lmjax.train import inference
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -23,8 +23,13 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    model, params, tokenizer = inference.load_model(_WORKDIR.value, task="clm")
-    prompt = tokenizer.encode(_PROMPT.value)[None].repeat(_NUM_SAMPLES.value, axis=0)
+    sampling.check_options(
+        _MAX_NEW.value, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value, _NUM_SAMPLES.value
+    )
+    # The workdir and the prompt are checked before the model loads.
+    tokenizer = inference.load_tokenizer(_WORKDIR.value, task="clm")
+    prompt = inference.encode_prompt(tokenizer, _PROMPT.value)[None].repeat(_NUM_SAMPLES.value, 0)
+    model, params, _ = inference.load_model(_WORKDIR.value, task="clm")
     tokens = sampling.generate(
         model,
         params,
@@ -41,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

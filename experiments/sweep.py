@@ -10,11 +10,10 @@ train.py command per point instead. See lmjax/sweep/spec.py for the sweep file's
 """
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from lmjax import sweep
+from lmjax import cli, errors, sweep
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 
@@ -47,10 +46,10 @@ def main(argv):
             log=lambda line: print(line, flush=True),
         )
     except (ValueError, TypeError, FileNotFoundError) as e:  # a bad sweep: nothing has run
-        sys.exit(f"sweep.py: {e}")
+        raise errors.InputError(str(e)) from e
     if failed:
-        sys.exit(f"sweep.py: {len(failed)} point(s) did not finish: {', '.join(failed)}")
+        raise errors.RunStopped(f"{len(failed)} point(s) did not finish: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

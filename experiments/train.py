@@ -8,9 +8,10 @@ runs this same command and `jax.distributed.initialize()` finds the others. Else
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` to each process.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from lmjax import cli
 from lmjax.train import distributed, loop, metrics
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
@@ -28,6 +29,7 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "(TPU pod, SLURM, ...); on: always call jax.distributed.initialize(); off: never.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
+flags.register_validator("workdir", bool, "--workdir must name a directory, not be empty")
 
 
 def main(argv):
@@ -41,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,8 +15,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax import errors
+
 if TYPE_CHECKING:
     from lmjax.models.transformer import Transformer
+
+
+def check_options(
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+) -> None:
+    """`errors.InputError` naming the first option out of range (before a model is loaded: a
+    negative temperature or top_p=0 would otherwise sample garbage without a word)."""
+    checks = (
+        ("max_new_tokens", max_new_tokens, max_new_tokens >= 1, "≥ 1"),
+        ("temperature", temperature, 0 <= temperature < float("inf"), "finite and ≥ 0 (0: greedy)"),
+        ("top_k", top_k, top_k >= 0, "≥ 0 (0: every token)"),
+        ("top_p", top_p, 0 < top_p <= 1, "in (0, 1] (1: every token)"),
+        ("num_samples", num_samples, num_samples >= 1, "≥ 1"),
+    )
+    for name, value, ok, must in checks:
+        if not ok:
+            raise errors.InputError(f"{name}={value} must be {must}")
 
 
 def filter_logits(logits_BxV: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
@@ -87,8 +110,9 @@ def generate(
 ) -> np.ndarray:
     """Returns the `max_new_tokens` tokens that follow each prompt row, as a [B, N] numpy array."""
     prompt_BxP = np.asarray(prompt_BxP, np.int32)
+    check_options(max_new_tokens, temperature, top_k, top_p)
     if prompt_BxP.ndim != 2 or prompt_BxP.shape[1] == 0:
-        raise ValueError(
+        raise errors.InputError(
             f"prompt must be a non-empty [batch, length] array, got {prompt_BxP.shape}"
         )
     max_len = model.cfg.max_len

@@ -174,7 +174,7 @@ def test_predict_rejects_another_tasks_file(glue_run, tmp_path):
                       f"--output={output}", check=False)  # fmt: skip
     assert proc.returncode == 2
     message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith("predict.py: ") and "not a GLUE mrpc file" in message
+    assert message.startswith("lmjax: error: ") and "not a GLUE mrpc file" in message
     assert not output.exists()
 
 
@@ -311,4 +311,4 @@ def test_print_commands_runs_nothing(tmp_path):
     assert not (tmp_path / "g").exists()
     bad = run_script("glue.py", "--init_from=scratch", f"--workdir={tmp_path / 'g'}",
                      "--override=nope=1", check=False)  # fmt: skip
-    assert bad.returncode == 1 and "glue.py: " in bad.stderr and "nope" in bad.stderr
+    assert bad.returncode == 2 and "lmjax: error: " in bad.stderr and "nope" in bad.stderr

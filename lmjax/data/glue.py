@@ -4,9 +4,9 @@ GLUE's `download_glue_data.py` (`glue_data/<Task>/{train,dev,test}.tsv`), or a p
 
 One reader, driven by `FORMATS` (a `TaskFormat` per task: which columns hold sentence A,
 sentence B and the label, the header row, the label vocabulary). It is strict: a line that does
-not fit the task's format is a ValueError naming the file and the line. Fields are split on tabs
-only, with no quoting (MRPC's sentences contain quotes; google-research/bert's run_classifier.py
-reads them with quotechar=None), and kept verbatim.
+not fit the task's format is an `errors.InputError` naming the file and the line. Fields are split
+on tabs only, with no quoting (MRPC's sentences contain quotes; google-research/bert's
+run_classifier.py reads them with quotechar=None), and kept verbatim.
 
 Label ids follow GLUE's and TFDS's order: a label's id is its position in `TaskFormat.labels`
 (RTE: entailment=0, not_entailment=1; the others: "0"=0, "1"=1). STS-B is regression: a float
@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from lmjax import errors
 from lmjax.data import corpora
 
 
@@ -124,9 +125,9 @@ FORMATS: dict[str, TaskFormat] = {
 
 
 def get_format(task: str) -> TaskFormat:
-    """The `TaskFormat` of `task` (a key of `FORMATS`); ValueError naming the known tasks."""
+    """The `TaskFormat` of `task` (a key of `FORMATS`); InputError naming the known tasks."""
     if task not in FORMATS:
-        raise ValueError(f"unknown GLUE task {task!r}: use one of {sorted(FORMATS)}")
+        raise errors.InputError(f"unknown GLUE task {task!r}: use one of {sorted(FORMATS)}")
     return FORMATS[task]
 
 
@@ -145,7 +146,7 @@ def embedded_name(task: str, split: str) -> str:
     """The `corpora.EMBEDDED` name of a task's embedded split ("train" or "dev")."""
     get_format(task)
     if split not in ("train", "dev"):
-        raise ValueError(f"no embedded {task} split {split!r}: use 'train' or 'dev'")
+        raise errors.InputError(f"no embedded {task} split {split!r}: use 'train' or 'dev'")
     return f"{task}_{split}" if task == "sst2" else f"glue_{task}_{split}"
 
 
@@ -167,8 +168,7 @@ def _show(fields):
 
 
 def _lines(path):
-    with open(path, encoding="utf-8-sig") as f:  # MRPC starts with a UTF-8 BOM
-        text = f.read()
+    text = corpora.decode_file(path, encoding="utf-8-sig")  # MRPC starts with a UTF-8 BOM
     # "\n" only: str.splitlines would also split at \x0b, \x1c, \u2028, ... inside a sentence.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
@@ -177,10 +177,10 @@ def _lines(path):
 
 
 def _layout(fmt, task, path, first, labelled):
-    """Whether the file is labelled, from its line 1 (fields `first`); ValueError otherwise."""
+    """Whether the file is labelled, from its line 1 (fields `first`); InputError otherwise."""
     if tuple(first) == fmt.test_header:
         if labelled:
-            raise ValueError(
+            raise errors.InputError(
                 f"{path}: line 1: a {task} test file (header {_show(fmt.test_header)!r}) has no "
                 f"labels: read it with labelled=False, or give a train/dev file"
             )
@@ -197,7 +197,7 @@ def _layout(fmt, task, path, first, labelled):
         if fmt.header is not None
         else f"{fmt.columns} fields and no header"
     )
-    raise ValueError(
+    raise errors.InputError(
         f"{path}: line 1: not a GLUE {task} file: expected {expected} (train/dev) or the test "
         f"header {_show(fmt.test_header)!r}, got {_show(first)[:120]!r}; is it another task's "
         f"file?"
@@ -207,7 +207,7 @@ def _layout(fmt, task, path, first, labelled):
 def _label(fmt, task, path, number, field):
     if fmt.labels is not None:
         if field.strip() not in fmt.labels:
-            raise ValueError(
+            raise errors.InputError(
                 f"{path}: line {number}: unknown {task} label {field!r}: use one of "
                 f"{list(fmt.labels)}"
             )
@@ -218,9 +218,9 @@ def _label(fmt, task, path, number, field):
         score = None
     low, high = fmt.score_range
     if score is None or not math.isfinite(score):
-        raise ValueError(f"{path}: line {number}: {task} score {field!r} is not a number")
+        raise errors.InputError(f"{path}: line {number}: {task} score {field!r} is not a number")
     if not low <= score <= high:
-        raise ValueError(
+        raise errors.InputError(
             f"{path}: line {number}: {task} score {score} is outside {low:g}..{high:g}"
         )
     return score
@@ -236,7 +236,7 @@ def read_tsv(path: str, task: str, labelled: bool | None = None) -> Examples:
     path = corpora.resolve(path)
     lines = _lines(path)
     if not lines:
-        raise ValueError(f"{path}: the file is empty: give a GLUE {task} TSV file")
+        raise errors.InputError(f"{path}: the file is empty: give a GLUE {task} TSV file")
     has_labels = _layout(fmt, task, path, lines[0].split("\t"), labelled)
     if has_labels:
         columns, col_a, col_b = fmt.columns, fmt.sentence_a, fmt.sentence_b
@@ -247,14 +247,14 @@ def read_tsv(path: str, task: str, labelled: bool | None = None) -> Examples:
     for number, line in enumerate(lines[start:], start=start + 1):
         fields = line.split("\t")
         if len(fields) != columns:
-            raise ValueError(
+            raise errors.InputError(
                 f"{path}: line {number}: {len(fields)} tab-separated fields, {task} lines have "
                 f"{columns}{'' if has_labels else ' in the test layout'}: fix or remove the line "
                 f"({line[:80]!r})"
             )
         for column in (col_a, col_b):
             if column is not None and not fields[column].strip():
-                raise ValueError(
+                raise errors.InputError(
                     f"{path}: line {number}: empty sentence in column {column + 1}: fix or "
                     f"remove the line"
                 )
@@ -264,7 +264,10 @@ def read_tsv(path: str, task: str, labelled: bool | None = None) -> Examples:
         if has_labels:
             labels.append(_label(fmt, task, path, number, fields[fmt.label]))
     if not sentences_a:
-        raise ValueError(f"{path}: no examples after line 1")
+        raise errors.InputError(
+            f"{path}: no examples after line 1 (a header only): give a GLUE {task} file with at "
+            "least one example"
+        )
     dtype = np.float32 if fmt.labels is None else np.int32
     return Examples(
         sentences_a=sentences_a,
@@ -276,12 +279,12 @@ def read_tsv(path: str, task: str, labelled: bool | None = None) -> Examples:
 def read_tfds(name: str, split: str = "train", data_dir: str = "") -> Examples:
     """The examples of a prepared TFDS GLUE dataset (`glue/<task>[:version]`, e.g. `glue/rte`)
     in `data_dir` ("" = ~/tensorflow_datasets); nothing is downloaded: a dataset that is not
-    prepared is a FileNotFoundError saying how to prepare it (`tfds build`). Examples come in
+    prepared is an `errors.MissingInput` saying how to prepare it (`tfds build`). Examples come in
     the order of GLUE's files (TFDS's `idx`); TFDS's label ids are GLUE's (the order of
     `FORMATS`); a split whose labels are all -1 (test) gives labels=None."""
     parts = name.split(":")[0].split("/")
     if len(parts) != 2 or parts[0] != "glue" or parts[1] not in FORMATS:
-        raise ValueError(
+        raise errors.InputError(
             f"TFDS dataset {name!r} is not a GLUE task lmjax reads: use glue/<task> with <task> "
             f"one of {sorted(FORMATS)}"
         )
@@ -293,7 +296,7 @@ def read_tfds(name: str, split: str = "train", data_dir: str = "") -> Examples:
 
     builder = tfds_text.tfds_builder(name, data_dir)
     if split not in builder.info.splits:
-        raise ValueError(
+        raise errors.InputError(
             f"TFDS dataset {name!r} has no split {split!r}: use one of "
             f"{sorted(builder.info.splits.keys())}"
         )

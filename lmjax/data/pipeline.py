@@ -13,6 +13,8 @@ import grain
 import jax
 import numpy as np
 
+from lmjax import errors
+
 # (batch, np.random.Generator) -> batch, run on each train batch (e.g. dynamic masking).
 BatchFn = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
@@ -105,8 +107,9 @@ def _pad_batch(batch, size):
 
 def _per_process(batch_size):
     if batch_size % jax.process_count():
-        raise ValueError(
-            f"batch_size {batch_size} does not divide over {jax.process_count()} processes"
+        raise errors.InputError(
+            f"batch_size {batch_size} does not divide over {jax.process_count()} processes: use a "
+            f"multiple of {jax.process_count()}"
         )
     return batch_size // jax.process_count()
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmjax import errors
+
 if TYPE_CHECKING:
     from lmjax.data.tokenizers import Tokenizer, WordPieceTokenizer
 
@@ -202,12 +204,12 @@ def create_instances(
     """
     documents = [d for d in documents if len(d)]
     if len(documents) < 2:
-        raise ValueError(
+        raise errors.InputError(
             f"next-sentence prediction needs at least two documents, the corpus has "
             f"{len(documents)}: separate documents by blank lines or WikiText ' = Title = ' lines"
         )
     if max_seq_length < 5:
-        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for A and B")
+        raise errors.InputError(f"max_seq_length={max_seq_length} leaves no room for A and B")
     documents = list(documents)
     rng.shuffle(documents)
     pairs = []

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from lmjax import errors
+
 # WikiText is tokenized with spaces around punctuation: a sentence ends at a " . ", " ? " or
 # " ! " token (decimals are "1 @.@ 5", so they never match).
 _TOKENIZED_END = re.compile(r"(?<= [.?!]) +")
@@ -92,4 +94,6 @@ def read_documents(text: str, fmt: str = "auto") -> list[list[str]]:
         return wikitext_documents(text)
     if fmt == "blank_lines":
         return blank_line_documents(text)
-    raise ValueError(f"unknown document format {fmt!r}: use 'wikitext', 'blank_lines' or 'auto'")
+    raise errors.InputError(
+        f"unknown document format {fmt!r} (data.format): use 'wikitext', 'blank_lines' or 'auto'"
+    )

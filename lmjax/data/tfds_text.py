@@ -19,9 +19,14 @@ import os
 import ml_collections
 import tensorflow_datasets as tfds
 
+from lmjax import errors
 from lmjax.data import corpora, text
 
 FORMATS = ("wikitext", "blank_lines", "auto")
+
+
+class UnknownFeature(errors.InputError, KeyError):
+    """`data.tfds_text_key` names no feature of the dataset (a KeyError too: a failed lookup)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -62,7 +67,9 @@ class LocalTextCorpus(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         config = self.builder_config
         if config.format not in FORMATS:
-            raise ValueError(f"unknown document format {config.format!r}: use one of {FORMATS}")
+            raise errors.InputError(
+                f"unknown document format {config.format!r}: use one of {FORMATS}"
+            )
         index = 0
         for path in config.paths:
             for document in text.read_documents(corpora.read_text(path), fmt=config.format):
@@ -98,7 +105,7 @@ def _is_local(name):
 def tfds_builder(name: str, data_dir: str = "") -> tfds.core.DatasetBuilder:
     """The prepared builder of TFDS dataset `name` (`dataset[/config][:version]`) in `data_dir`.
     Our local corpus builder is prepared on the spot; any other dataset that is not prepared raises
-    FileNotFoundError saying how to prepare it (nothing is downloaded)."""
+    `errors.MissingInput` saying how to prepare it (nothing is downloaded)."""
     data_dir = _data_dir(data_dir)
     if _is_local(name):
         config = name.split("/")[1].split(":")[0] if "/" in name else None
@@ -112,11 +119,11 @@ def tfds_builder(name: str, data_dir: str = "") -> tfds.core.DatasetBuilder:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except Exception as e:  # unknown name, or a builder whose code does not import
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # not TFDS's name list
-        raise FileNotFoundError(
+        raise errors.MissingInput(
             f"TFDS dataset {name!r} is not available in data_dir {data_dir!r} ({reason}); {how}"
         ) from e
     if not builder.is_prepared():
-        raise FileNotFoundError(
+        raise errors.MissingInput(
             f"TFDS dataset {name!r} is not prepared in data_dir {data_dir!r} "
             f"(nothing found at {builder.data_dir}); {how}"
         )
@@ -150,12 +157,12 @@ def read_tfds_documents(
         builder = tfds_builder(name, data_dir)
     features = builder.info.features
     if text_key not in features:
-        raise KeyError(
+        raise UnknownFeature(
             f"TFDS dataset {name!r} has no feature {text_key!r} (set data.tfds_text_key to one "
             f"of {sorted(features.keys())})"
         )
     if split not in builder.info.splits:
-        raise ValueError(
+        raise errors.InputError(
             f"TFDS dataset {name!r} has no split {split!r} (set data.tfds_split to one of "
             f"{sorted(builder.info.splits.keys())})"
         )

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from lmjax import errors
+
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 HF_TOKENIZER_FILE = "hf_tokenizer.json"  # a Hugging Face tokenizer.json (HFTokenizer)
@@ -37,7 +39,10 @@ class CharTokenizer:
         try:
             return np.array([self._index[c] for c in text], dtype=np.int32)
         except KeyError as e:
-            raise ValueError(f"character {e.args[0]!r} is not in the vocabulary") from None
+            raise errors.InputError(
+                f"character {e.args[0]!r} is not in the vocabulary of {len(self.chars)} "
+                "characters the model was trained with: remove or replace it"
+            ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
@@ -60,12 +65,12 @@ class WordPieceTokenizer:
 
         missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
-            raise ValueError(f"the WordPiece vocabulary lacks the special tokens {missing}")
+            raise errors.InputError(f"the WordPiece vocabulary lacks the special tokens {missing}")
         self.vocab = list(vocab)  # id -> piece
         self.lowercase = bool(lowercase)
         index = {piece: i for i, piece in enumerate(self.vocab)}
         if len(index) != len(self.vocab):
-            raise ValueError("the WordPiece vocabulary has duplicate entries")
+            raise errors.InputError("the WordPiece vocabulary has duplicate entries")
         tok = Tokenizer(models.WordPiece(index, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(lowercase=self.lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -100,14 +105,14 @@ class WordPieceTokenizer:
         """Loads a BERT vocab.txt (one piece per line, line number = id), cased or uncased."""
         path = epath.Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"vocabulary file {str(path)!r} not found")
+            raise errors.MissingInput(f"vocabulary file {str(path)!r} not found")
         vocab = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n")]
         while vocab and not vocab[-1]:
             vocab.pop()
         try:
             return cls(vocab, lowercase=lowercase)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+        except errors.InputError as e:
+            raise errors.InputError(f"{path}: {e}") from None
 
     @property
     def vocab_size(self) -> int:
@@ -267,7 +272,7 @@ def load_tokenizer(directory: epath.PathLike) -> Tokenizer:
     directory = epath.Path(directory)
     path = directory / TOKENIZER_FILE
     if not path.exists():
-        raise FileNotFoundError(f"no {TOKENIZER_FILE} in {directory}: is it a training workdir?")
+        raise errors.MissingInput(f"no {TOKENIZER_FILE} in {directory}: is it a training workdir?")
     spec = json.loads(path.read_text())
     if spec["type"] == "char":
         return CharTokenizer(spec["chars"])
@@ -276,4 +281,4 @@ def load_tokenizer(directory: epath.PathLike) -> Tokenizer:
         return WordPieceTokenizer.from_vocab_file(vocab_path, lowercase=spec["lowercase"])
     if spec["type"] == "hf":
         return HFTokenizer.from_file(directory / spec["file"], spec.get("hf_config"))
-    raise ValueError(f"unknown tokenizer type {spec['type']!r} in {path}")
+    raise errors.InputError(f"unknown tokenizer type {spec['type']!r} in {path}")

@@ -3,8 +3,9 @@ interface: `lmjax.tasks.base.Task`)."""
 
 import ml_collections
 
-from lmjax import config_defaults
-from lmjax.tasks.base import Task
+from lmjax import config_checks, config_defaults, errors
+from lmjax import workdir as workdir_lib
+from lmjax.tasks.base import Task, check_init_from_task
 from lmjax.tasks.classify import Classify
 from lmjax.tasks.clm import Clm
 from lmjax.tasks.mlm_nsp import MlmNsp
@@ -14,7 +15,7 @@ TASKS: dict[str, type[Task]] = {t.name: t for t in (Clm, MlmNsp, Classify)}
 
 def task_class(name: str) -> type[Task]:
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+        raise errors.InputError(f"config.task={name!r} is unknown: use one of {sorted(TASKS)}")
     return TASKS[name]
 
 
@@ -23,9 +24,37 @@ def resolve_config(
 ) -> ml_collections.ConfigDict:
     """The config a run saves and reads: a copy with the defaults of keys it lacks
     (`config_defaults.DEFAULTS`) and what its task derives (`Task.resolve_config`; a run resumed
-    in `workdir` keeps what it derived at its start)."""
+    in `workdir` keeps what it derived at its start).
+
+    Checks first that its values are in range (`config_checks.check`) and, for a run starting in
+    `workdir` (no checkpoint there yet), that `init_from` is a workdir it can start from."""
     config = config_defaults.with_defaults(config)
-    return task_class(config.task).resolve_config(config, workdir)
+    config_checks.check(config)
+    cls = task_class(config.task)
+    if workdir is not None and config.init_from and workdir_lib.latest_step(workdir) is None:
+        check_init_from(config)
+    return cls.resolve_config(config, workdir)
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+    """`config.init_from` exists, has a config and a checkpoint, and trained a task this run can
+    start from; else `errors.MissingInput` or `errors.InputError` naming it. Read only."""
+    path = config.init_from
+    if not workdir_lib.exists(path):
+        raise errors.MissingInput(
+            f"config.init_from={path!r} does not exist: give a training workdir (or one made by "
+            "experiments/convert.py import)"
+        )
+    if not workdir_lib.has_config(path):
+        raise errors.MissingInput(
+            f"config.init_from={path!r} has no {workdir_lib.CONFIG}: is it a training workdir?"
+        )
+    check_init_from_task(config, workdir_lib.read_config_dict(path).get("task"))
+    if not workdir_lib.checkpoint_steps(path):
+        raise errors.MissingInput(
+            f"config.init_from={path!r} has no checkpoint in {workdir_lib.CHECKPOINTS}/: train it "
+            "first, or give the workdir of a finished run"
+        )
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:

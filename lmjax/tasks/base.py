@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from lmjax import errors
 from lmjax.data.pipeline import TaskData
 from lmjax.models import bert
 from lmjax.models.transformer import TransformerConfig
@@ -148,5 +149,27 @@ def bert_model_config(
     kwargs = TransformerConfig.kwargs_from(model_config)
     max_len = kwargs.pop("max_len", 0) or positions
     if seq_len > max_len:
-        raise ValueError(f"seq_len {seq_len} exceeds the {max_len} positions of {where}")
+        raise errors.InputError(
+            f"seq_len {seq_len} exceeds the {max_len} positions of {where}: set --config.seq_len "
+            f"to at most {max_len}"
+        )
     return bert.bert_config(vocab_size, max_len, **{**kwargs, **overrides})
+
+
+# The tasks whose workdirs a run of each task starts from (`config.init_from`), and their kind.
+INIT_FROM = {
+    "clm": ("GPT", ("clm",)),
+    "mlm_nsp": ("BERT", ("mlm_nsp", "classify")),
+    "classify": ("BERT", ("mlm_nsp", "classify")),
+}
+
+
+def check_init_from_task(config: ml_collections.ConfigDict, source_task: str | None) -> None:
+    """`errors.InputError` unless `config.init_from` (which trained `source_task`) holds the kind
+    of model `config.task` starts from (a GPT for clm, a BERT for the others)."""
+    kind, allowed = INIT_FROM[config.task]
+    if source_task not in allowed:
+        raise errors.InputError(
+            f"init_from={config.init_from} trained task {source_task!r}; fine-tuning needs a "
+            f"{kind} workdir (task {' or '.join(allowed)}, e.g. an imported Hugging Face {kind})"
+        )

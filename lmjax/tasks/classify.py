@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from lmjax import flops
+from lmjax import errors, flops
 from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, glue, pipeline, tokenizers
 from lmjax.models import bert
@@ -95,7 +95,7 @@ def holdout_indices(
     words = [s.split() for s in sentences]
     candidates = np.flatnonzero([len(w) >= min_words for w in words])
     if not 0 <= size <= len(candidates):
-        raise ValueError(
+        raise errors.InputError(
             f"data.holdout_size={size} must be in [0, {len(candidates)}] (the training "
             f"examples of {min_words}+ words)"
         )
@@ -120,7 +120,9 @@ def holdout_indices(
 
 def _random_holdout(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if not 0 <= size < n:
-        raise ValueError(f"data.holdout_size={size} must be in [0, {n - 1}] (training examples)")
+        raise errors.InputError(
+            f"data.holdout_size={size} must be in [0, {n - 1}] (training examples)"
+        )
     chosen = np.sort(np.random.default_rng(seed).permutation(n)[:size])
     return np.setdiff1d(np.arange(n), chosen), chosen
 
@@ -148,14 +150,14 @@ def read_examples(
     (embedded names or GLUE-format TSV files), or TFDS `data.tfds_name` (`glue/<task>`)."""
     data = config.data
     if not data.glue_task:  # an imported classifier of another task: it loads and exports only
-        raise ValueError(
+        raise errors.InputError(
             f"data.glue_task is empty: set --config.data.glue_task to the task to train on, one "
             f"of {sorted(glue.FORMATS)}"
         )
     if data.tfds_name:
         named = data.tfds_name.split(":")[0].removeprefix("glue/")
         if named != data.glue_task:
-            raise ValueError(
+            raise errors.InputError(
                 f"data.tfds_name={data.tfds_name!r} is not glue/{data.glue_task} "
                 f"(data.glue_task={data.glue_task!r}): name the same task in both"
             )
@@ -167,7 +169,9 @@ def read_examples(
 
 def _subset(n, size):
     if not 0 < size <= n:
-        raise ValueError(f"data.train_examples={size} must be in [1, {n}] (training examples)")
+        raise errors.InputError(
+            f"data.train_examples={size} must be in [1, {n}] (training examples)"
+        )
     return np.sort(np.random.default_rng(0).permutation(n)[:size])
 
 
@@ -197,14 +201,10 @@ def make_tokenizer(
 def _check_init_from(config: ml_collections.ConfigDict, source: ml_collections.ConfigDict) -> None:
     """init_from must be a BERT (pretraining or classifier) workdir, and a classifier head it
     has must fit `num_classes` unless it is skipped (initialised afresh)."""
-    if source.task not in ("mlm_nsp", "classify"):
-        raise ValueError(
-            f"init_from={config.init_from} trained task {source.task!r}; fine-tuning needs a BERT "
-            "workdir (task mlm_nsp or classify, e.g. an imported Hugging Face BERT)"
-        )
+    base.check_init_from_task(config, source.task)
     skipped = any("classifier/".startswith(p) for p in config.init_from_skip)
     if source.task == "classify" and source.num_classes != config.num_classes and not skipped:
-        raise ValueError(
+        raise errors.InputError(
             f"init_from={config.init_from} has a {source.num_classes}-output classifier and "
             f"this run needs {config.num_classes}: pass "
             "--config.init_from_skip='(\"classifier/\",)' to start the head afresh"
@@ -227,12 +227,12 @@ class Classify(base.BertTask):
         Checks first that `data.glue_task` is one lmjax reads and `num_classes` fits it."""
         task = config.data.glue_task
         if task and task not in glue.FORMATS:
-            raise ValueError(
+            raise errors.InputError(
                 f"data.glue_task={task!r} is not a GLUE task lmjax reads; use one of "
                 f"{sorted(glue.FORMATS)}"
             )
         if task and config.num_classes != glue.num_labels(task):
-            raise ValueError(
+            raise errors.InputError(
                 f"num_classes={config.num_classes} does not fit {task} "
                 f"({glue.num_labels(task)} outputs): set --config.num_classes="
                 f"{glue.num_labels(task)}"

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from lmjax import flops
+from lmjax import errors, flops
 from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
@@ -62,6 +62,25 @@ def encode_in_chunks(
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
+def check_windows(config: ml_collections.ConfigDict, num_tokens: int, num_train: int) -> None:
+    """Both splits of the corpus hold at least one window of `seq_len + 1` tokens (an input and
+    its shifted target); `errors.InputError` naming the corpus, the split and the fix otherwise."""
+    data, window = config.data, config.seq_len + 1
+    source = f"data.tfds_name={data.tfds_name!r}" if data.tfds_name else f"data.path={data.path!r}"
+    if num_train < window:
+        raise errors.InputError(
+            f"{source} has {num_tokens} tokens, {num_train} of them for training "
+            f"(data.train_fraction={data.train_fraction}): fewer than one window of seq_len + 1 = "
+            f"{window}: give a longer corpus or a smaller seq_len"
+        )
+    if num_tokens - num_train < window:
+        raise errors.InputError(
+            f"{source} has {num_tokens} tokens, {num_tokens - num_train} of them held out for eval "
+            f"(1 - data.train_fraction={data.train_fraction}): fewer than one window of "
+            f"seq_len + 1 = {window}: lower data.train_fraction or seq_len"
+        )
+
+
 class Clm(base.BaseTask):
     """Next-token cross-entropy of a decoder-only Transformer (GPT)."""
 
@@ -74,6 +93,7 @@ class Clm(base.BaseTask):
         tokenizer = make_tokenizer(config, text, workdir)
         ids = encode_in_chunks(tokenizer, text)
         split = int(len(ids) * config.data.train_fraction)
+        check_windows(config, len(ids), split)
         return pipeline.TaskData(
             train_ds=pipeline.lm_windows(ids[:split], config.seq_len),
             eval_ds=pipeline.lm_windows(ids[split:], config.seq_len, stride=config.seq_len),

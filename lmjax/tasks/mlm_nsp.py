@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from lmjax import flops
+from lmjax import errors, flops
 from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, pipeline, pretraining, text, tokenizers
 from lmjax.models import bert
@@ -50,6 +50,11 @@ def read_corpus_documents(config: ml_collections.ConfigDict) -> list[list[str]]:
     for path in config.data.paths:
         documents.extend(text.read_documents(corpora.read_text(path), fmt=config.data.format))
     return documents
+
+
+def _source(config):
+    data = config.data
+    return f"data.tfds_name={data.tfds_name!r}" if data.tfds_name else f"data.paths={data.paths!r}"
 
 
 def make_tokenizer(
@@ -86,9 +91,10 @@ def _make_data(config, workdir=None):
     documents = read_corpus_documents(config)
     num_eval = config.data.num_eval_documents
     if not 0 < num_eval < len(documents) - 1:
-        raise ValueError(
+        raise errors.InputError(
             f"data.num_eval_documents={num_eval} must leave at least 2 of the "
-            f"{len(documents)} documents for training"
+            f"{len(documents)} documents of {_source(config)} for training: lower it, or give a "
+            "corpus of more documents (separated by blank lines or WikiText ' = Title = ' lines)"
         )
     train_docs, eval_docs = documents[:-num_eval], documents[-num_eval:]
     tokenizer = make_tokenizer(config, [s for d in train_docs for s in d], workdir)

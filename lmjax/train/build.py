@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import flax.linen as nn
@@ -25,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from lmjax import tasks
+from lmjax import errors, tasks
 from lmjax.train import parallel, step
 
 
@@ -56,9 +57,9 @@ def setup(
     mesh: Mesh | None = None,
     workdir: str | None = None,
 ) -> Setup:
-    """Resolves `config` (`tasks.resolve_config`, for a run in `workdir`), makes its mesh (over
-    `devices`, default all; or `mesh` as given) and checks that the batch and the model divide
-    over it."""
+    """Resolves `config` (`tasks.resolve_config`, for a run in `workdir`: its values are checked
+    there), makes its mesh (over `devices`, default all; or `mesh` as given) and checks that the
+    batch and the model divide over it."""
     config = tasks.resolve_config(config, workdir)
     mesh = parallel.make_mesh(config.mesh, devices) if mesh is None else mesh
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
@@ -119,6 +120,7 @@ def _jit_steps(s: Setup, model, tx, shardings) -> Steps:
         out_shardings=(shardings, parallel.replicated(s.mesh)),
         donate_argnums=0,
     )
+    train_step = _memory_checked(train_step, s)
     eval_step = jax.jit(
         step.make_eval_step(s.task, model),
         in_shardings=(shardings["params"], batch_sharding),
@@ -136,7 +138,7 @@ def _pmap_steps(s: Setup, model, tx, shardings) -> Steps:
     """The `config.use_pmap` path: the state replicated on every local device, each device a
     slice of the batch, gradients and metrics summed with `lax.psum` (see `make_train_step`)."""
     if any(not sh.is_fully_replicated for sh in jax.tree.leaves(shardings)):
-        raise ValueError(
+        raise errors.InputError(
             "use_pmap=True replicates the state: it needs mesh.fsdp=1 and mesh.tensor=1 "
             "(use the mesh path for FSDP and tensor parallelism)"
         )
@@ -179,3 +181,70 @@ def _pmap_steps(s: Setup, model, tx, shardings) -> Steps:
         return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), outputs)
 
     return Steps(train=train, eval=evaluate, place=place, unplace=unplace)
+
+
+def _memory_checked(train_step: Callable, s: Setup) -> Callable:
+    """`train_step` (jitted), whose first call compiles it ahead of time and checks that it fits
+    in memory (`check_memory`), so that a batch_size or seq_len too large is a one-line
+    `errors.InputError` naming them, not an out-of-memory error from inside XLA (or the OOM
+    killer). jit reuses that compilation: nothing compiles twice, and later calls go straight
+    to the step."""
+    checked = False
+
+    def call(state, batch):
+        nonlocal checked
+        if checked:
+            return train_step(state, batch)
+        check_memory(train_step.lower(state, batch).compile(), s)
+        checked = True
+        try:
+            return train_step(state, batch)
+        except jax.errors.JaxRuntimeError as e:  # the estimate fitted, the device did not
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            reason = str(e).strip().splitlines()[0]
+            raise _too_large(s.config, f"ran out of memory ({reason})") from e
+
+    return call
+
+
+def _too_large(config: ml_collections.ConfigDict, what: str) -> errors.InputError:
+    return errors.InputError(
+        f"the train step of config.batch_size={config.batch_size}, seq_len={config.seq_len} "
+        f"{what}: lower batch_size or seq_len, or raise grad_accum_steps"
+    )
+
+
+def check_memory(compiled: jax.stages.Compiled, s: Setup) -> None:
+    """`errors.InputError` when the memory the compiled train step allocates beyond its inputs
+    (XLA's `memory_analysis`) exceeds what is free: on an accelerator its memory, on CPU the
+    host's (shared by all local devices). Nothing is checked where either figure is unknown."""
+    stats = compiled.memory_analysis()
+    local = [d for d in s.mesh.devices.flat if d.process_index == jax.process_index()]
+    free = _free_memory(local[0])
+    if stats is None or free is None:
+        return
+    need = stats.temp_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+    where = f"on {local[0].device_kind}"
+    if local[0].platform == "cpu":
+        need, where = need * len(local), "in host memory"
+    if need > free:
+        raise _too_large(
+            s.config,
+            f"needs {need / 2**30:,.1f} GiB beyond the state (XLA's estimate), and "
+            f"{free / 2**30:,.1f} GiB are free {where}",
+        )
+
+
+def _free_memory(device: jax.Device) -> int | None:
+    """Bytes free on `device` (its allocator's limit less what is in use), or for a CPU device
+    the host's available memory; None where neither is known."""
+    stats = device.memory_stats()
+    if stats and "bytes_limit" in stats:
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    if device.platform == "cpu" and os.path.exists("/proc/meminfo"):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return None

@@ -16,6 +16,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from lmjax import errors
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # (logical axis name, mesh axis or axes or None), as `config.logical_axis_rules`
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
@@ -27,14 +29,16 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
     sizes = [int(mesh_config[a]) for a in MESH_AXES]
     named = ", ".join(f"{a}={n}" for a, n in zip(MESH_AXES, sizes, strict=True))
     if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got mesh {named}")
+        raise errors.InputError(f"at most one mesh axis may be -1, got mesh {named}")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(f"mesh {named}: {len(devices)} devices do not divide by {known}")
+            raise errors.InputError(
+                f"mesh {named}: {len(devices)} devices do not divide by {known}"
+            )
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(
+        raise errors.InputError(
             f"mesh {named} needs {math.prod(sizes)} devices, but {len(devices)} are available"
         )
     return jax.make_mesh(
@@ -57,12 +61,12 @@ def logical_axis_size(name: str, mesh: Mesh, rules: Rules) -> int:
 def check_batch_size(batch_size: int, mesh: Mesh, rules: Rules, grad_accum_steps: int = 1) -> None:
     n = logical_axis_size("batch", mesh, rules)
     if batch_size % n:
-        raise ValueError(
+        raise errors.InputError(
             f"batch_size {batch_size} does not divide over the {n} data-parallel devices "
             f"(mesh {dict(mesh.shape)}); use a multiple of {n}"
         )
     if batch_size % (n * grad_accum_steps):
-        raise ValueError(
+        raise errors.InputError(
             f"batch_size {batch_size} does not split into grad_accum_steps={grad_accum_steps} "
             f"micro-batches over {n} data-parallel devices; use a multiple of "
             f"{n * grad_accum_steps}"
@@ -109,7 +113,7 @@ def check_model_fits_mesh(model_config: Mapping[str, Any], mesh: Mesh, rules: Ru
     for name, logical in (("num_heads", "heads"), ("mlp_dim", "mlp")):
         n = logical_axis_size(logical, mesh, rules)
         if model_config[name] % n:
-            raise ValueError(
+            raise errors.InputError(
                 f"model.{name}={model_config[name]} does not divide over the {n} devices that "
                 f"'{logical}' is sharded on (mesh {dict(mesh.shape)}); choose a mesh.tensor "
                 f"that divides {model_config[name]}"
