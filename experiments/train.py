@@ -35,7 +35,7 @@ flags.register_validator("workdir", bool, "--workdir must name a directory, not 
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    metrics.quiet_library_logs()
+    metrics.quiet_library_logs(tracebacks=cli.verbose())
     distributed.initialize(
         _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
     )

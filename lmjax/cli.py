@@ -52,7 +52,14 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(message, EXIT_INPUT, verbose=_verbose(argv))
 
 
+def verbose() -> bool:
+    """Whether `--verbose` was given (after the command line parsed)."""
+    return _VERBOSE.value
+
+
 def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
+    if not _VERBOSE.value:  # e.g. TensorStore's callbacks after a failed save: "Event loop is
+        sys.unraisablehook = lambda unraisable: None  # closed", 5 lines each, 20 times
     try:
         return main(argv)
     except (errors.InputError, app.UsageError) as e:

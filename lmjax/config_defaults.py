@@ -57,6 +57,9 @@ DEFAULTS = {
         "data.tfds_data_dir": "",
     },
     "mlm_nsp": {
+        "data.path": "",
+        "data.group_size": 16,
+        "data.shuffle_window": 20_000,
         "data.vocab_path": "",
         "data.tfds_name": "",
         "data.tfds_split": "train",

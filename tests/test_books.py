@@ -123,8 +123,13 @@ def test_an_html_book_and_a_licence_inside_the_body_are_stripped():
 
 def test_read_manifest_gives_the_books_in_order():
     manifest = books.read_manifest(MANIFEST)
-    assert [b.file for b in manifest] == ["pg90003.txt", "pg90001.txt", "pg90002.txt"]
-    assert [b.split for b in manifest] == ["train", "train", "valid"]
+    assert [b.file for b in manifest] == [
+        "pg90003.txt",
+        "pg90001.txt",
+        "pg90002.txt",
+        "pg90004.txt",
+    ]
+    assert [b.split for b in manifest] == ["train", "train", "valid", "valid"]
     assert manifest[1] == books.Book(
         "pg90001.txt", "Ada Fictional", "The Lighthouse Keeper", 1605, manifest[1].md5, "train"
     )
@@ -196,7 +201,7 @@ def test_a_missing_book_says_where_to_get_it(tmp_path):
 
 
 def test_data_path_resolution_and_split(tmp_path):
-    train, valid = ["pg90003.txt", "pg90001.txt"], ["pg90002.txt"]
+    train, valid = ["pg90003.txt", "pg90001.txt"], ["pg90002.txt", "pg90004.txt"]
     everything = train + valid  # manifest order
     # a manifest, or the books/ folder beside it: the manifest's books, in its order
     for path in [MANIFEST, BOOKS, BOOKS + os.sep]:

@@ -212,6 +212,35 @@ def book_files(path: str, split: str | None = None) -> list[str]:
     return [file for file, _ in _resolve(path, split)]
 
 
+def manifest_of(path: str) -> str | None:
+    """The manifest that `path` (as `book_files` takes it) selects its books with, or None."""
+    if glob.has_magic(path):
+        folder = os.path.dirname(path)
+        return None if glob.has_magic(folder) else find_manifest(folder or ".")
+    if os.path.isdir(path):
+        return find_manifest(path)
+    return path if path.endswith(".tsv") else None
+
+
+def train_and_eval_books(path: str, num_eval: int) -> tuple[list[str], list[str]]:
+    """(training books, held-out books) of `path`: its manifest's `train` and `valid` books, every
+    one md5-checked; without a manifest, the files in order, the last `num_eval` held out."""
+    if manifest_of(path) is None:
+        files = book_files(path)
+        if not 0 < num_eval < len(files) - 1:
+            raise InputError(
+                f"data.num_eval_documents={num_eval} must leave at least 2 of the {len(files)} "
+                f"books of {path} for training: lower it, or give more books"
+            )
+        return files[:-num_eval], files[-num_eval:]
+    chosen = {}
+    for split in ("train", "valid"):
+        chosen[split] = _resolve(path, split)
+        for file, book in chosen[split]:
+            check_md5(book, file)
+    return [f for f, _ in chosen["train"]], [f for f, _ in chosen["valid"]]
+
+
 def _resolve(path: str, split: str | None) -> list[tuple[str, Book | None]]:
     """`book_files`, each file with its manifest line (None without a manifest)."""
     if glob.has_magic(path):

@@ -28,6 +28,8 @@ EMBEDDED = {
     },
     # WordPiece vocabulary trained by lmjax on the WikiText-2 training articles (see README.md)
     "wikitext2_vocab_8k": os.path.join(ASSETS, "wikitext-2", "vocab_uncased_8k.txt"),
+    # WordPiece vocabulary trained by lmjax on the 301 training books of gutenberg/manifest.tsv
+    "gutenberg_vocab_16k": os.path.join(ASSETS, "gutenberg", "vocab_uncased_16k.txt"),
 }
 
 

@@ -23,7 +23,7 @@ BatchFn = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.nd
 class TaskData:
     """What a task's `make_data` returns to the train loop."""
 
-    train_ds: grain.MapDataset  # examples, before shuffling and batching
+    train_ds: grain.MapDataset | grain.IterDataset  # examples (MapDataset: before shuffling)
     eval_ds: grain.MapDataset  # held-out examples, batched by `eval_batches`
     tokenizer: object  # saved into the workdir
     vocab_size: int
@@ -49,7 +49,7 @@ def rows(arrays: Mapping[str, np.ndarray]) -> grain.MapDataset:
 
 
 def train_iterator(
-    ds: grain.MapDataset,
+    ds: grain.MapDataset | grain.IterDataset,
     batch_size: int,
     seed: int,
     batch_fn: BatchFn | None = None,
@@ -59,15 +59,20 @@ def train_iterator(
     `batch_size` is the global batch; each of the `jax.process_count()` processes reads
     every process_count-th example and yields its part of the batch. `batch_fn(batch, rng)`
     (e.g. dynamic masking) runs on each batch with a numpy Generator fixed by the seed and the
-    batch's index, so it too is the same after a resume.
+    batch's index, so it too is the same after a resume. An IterDataset (a stream such as
+    `lmjax.data.streaming`'s) is already shuffled, endless and this process's share: it is only
+    batched.
     """
     per_process = _per_process(batch_size)
+    if batch_fn is not None and jax.process_count() > 1:  # each process's part: its own draws
+        batch_fn = _per_process_rng(batch_fn, jax.process_index())
+    if isinstance(ds, grain.IterDataset):
+        ds = ds.batch(per_process, drop_remainder=True)
+        return iter(ds if batch_fn is None else ds.random_map(batch_fn, seed=seed))
     ds = ds.seed(seed).shuffle().repeat(None)
     ds = ds[jax.process_index() :: jax.process_count()]
     ds = ds.batch(per_process, drop_remainder=True)
     if batch_fn is not None:
-        if jax.process_count() > 1:  # each process's part of a batch gets its own draws
-            batch_fn = _per_process_rng(batch_fn, jax.process_index())
         ds = ds.random_map(batch_fn)
     return iter(ds.to_iter_dataset())
 

@@ -45,14 +45,15 @@ class _Rows(grain_exp.FlatMapTransform):
 class _GroupInstances:
     """Documents of a group -> their unmasked instances (a picklable callable for grain)."""
 
-    def __init__(self, sources, read, tokenizer, max_seq_length, short_seq_prob):
+    def __init__(self, sources, read, tokenizer, max_seq_length, short_seq_prob, mask):
         self.sources, self.read, self.tokenizer = sources, read, tokenizer
         self.max_seq_length, self.short_seq_prob = max_seq_length, short_seq_prob
+        self.mask = mask
 
     def __call__(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         documents = [self.read(self.sources[int(i)]) for i in indices]
         tokenized = pretraining.tokenize_documents(documents, self.tokenizer)
-        return pretraining.create_instances(
+        instances = pretraining.create_instances(
             tokenized,
             rng,
             max_seq_length=self.max_seq_length,
@@ -62,6 +63,7 @@ class _GroupInstances:
             pad_id=self.tokenizer.pad_id,
             is_continuation=getattr(self.tokenizer, "continuation_mask", None),
         )
+        return instances if self.mask is None else self.mask(instances, rng)
 
 
 def instance_stream(
@@ -75,9 +77,12 @@ def instance_stream(
     group_size: int = 16,
     window_size: int = 20_000,
     prefetch: int = 2,
+    mask: Callable[[dict, np.random.Generator], dict] | None = None,
 ) -> grain.IterDataset:
-    """An endless, shuffled IterDataset of unmasked instances (`pretraining.INSTANCE_KEYS`) of
-    the documents `read(source)` (a list of sentences) of `sources`, this process's share.
+    """An endless, shuffled IterDataset of instances (`pretraining.INSTANCE_KEYS`) of the
+    documents `read(source)` (a list of sentences) of `sources`, this process's share; unmasked,
+    or masked once as they are made by `mask(instances, rng)` (static masking: an instance is
+    made anew every epoch, so each epoch has other masks, as the original's dupe_factor copies).
 
     Each epoch reshuffles the documents, so its groups (and pairs) differ; `window_size`
     instances are shuffled together (a group of 16 books gives about 10,000)."""
@@ -85,10 +90,12 @@ def instance_stream(
     ds = grain.MapDataset.range(num).seed(seed).shuffle().repeat(None)
     ds = ds[jax.process_index() :: jax.process_count()]
     ds = ds.batch(group_size, drop_remainder=True)
-    make = _GroupInstances(sources, read, tokenizer, max_seq_length, short_seq_prob)
-    ds = ds.random_map(make).to_iter_dataset()
-    # The next groups are made in a thread while the current one is consumed (tokenizers and
-    # numpy release the GIL for most of it).
-    ds = grain_exp.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
+    make = _GroupInstances(sources, read, tokenizer, max_seq_length, short_seq_prob, mask)
+    # The next `prefetch` groups are made in a thread while the current one is consumed
+    # (tokenizers and numpy release the GIL for most of it). Not grain's default of 16 threads
+    # and 500 elements ahead: 500 groups of books do not fit in memory.
+    ds = ds.random_map(make).to_iter_dataset(
+        grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)
+    )
     ds = grain_exp.FlatMapIterDataset(ds, _Rows())
     return grain_exp.WindowShuffleIterDataset(ds, window_size=window_size, seed=seed)

@@ -22,7 +22,7 @@ import optax
 
 from lmjax import errors, flops
 from lmjax import workdir as workdir_lib
-from lmjax.data import corpora, pipeline, pretraining, text, tokenizers
+from lmjax.data import books, corpora, pipeline, pretraining, streaming, text, tokenizers
 from lmjax.models import bert
 from lmjax.tasks import base
 from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
@@ -87,7 +87,56 @@ def _model_arrays(batch):
     return {k: batch[k] for k in MODEL_KEYS}
 
 
+def _mask_fn(config, tokenizer):
+    return functools.partial(
+        pretraining.mask_tokens,
+        mask_id=tokenizer.mask_id,
+        vocab_size=tokenizer.vocab_size,
+        exclude_ids=tokenizer.special_ids,
+        **_masking_kwargs(config),
+    )
+
+
+def _book_data(config, workdir):
+    """Books (`data.path`: a folder, a glob or a manifest of Project Gutenberg books): the
+    training books streamed (`lmjax.data.streaming`), a group of `data.group_size` books at a
+    time, with new pairs and masks every epoch; the held-out books made and masked once."""
+    data = config.data
+    train_files, eval_files = books.train_and_eval_books(data.path, data.num_eval_documents)
+    sentences = (s for f in train_files for s in books.read_book(f))
+    tokenizer = make_tokenizer(config, sentences, workdir)
+    common = dict(max_seq_length=config.seq_len, short_seq_prob=data.short_seq_prob)
+    eval_docs = pretraining.tokenize_documents(map(books.read_book, eval_files), tokenizer)
+    eval_set = pretraining.make_eval_set(
+        eval_docs, tokenizer, data.eval_seed, dupe_factor=1, **common, **_masking_kwargs(config)
+    )
+    mask = _mask_fn(config, tokenizer)
+    train = streaming.instance_stream(
+        train_files,
+        books.read_book,
+        tokenizer,
+        config.seed,
+        group_size=data.group_size,
+        window_size=data.shuffle_window,
+        mask=None if data.dynamic_masking else mask,
+        **common,
+    )
+    if data.dynamic_masking:
+        batch_fn = lambda batch, rng: _model_arrays(mask(batch, rng))  # noqa: E731
+    else:
+        batch_fn = lambda batch, rng: _model_arrays(batch)  # noqa: E731
+    return pipeline.TaskData(
+        train_ds=train,
+        eval_ds=pipeline.rows(_model_arrays(eval_set)),
+        tokenizer=tokenizer,
+        vocab_size=tokenizer.vocab_size,
+        batch_fn=batch_fn,
+    )
+
+
 def _make_data(config, workdir=None):
+    if config.data.path:
+        return _book_data(config, workdir)
     documents = read_corpus_documents(config)
     num_eval = config.data.num_eval_documents
     if not 0 < num_eval < len(documents) - 1:
@@ -119,13 +168,7 @@ def _make_data(config, workdir=None):
     )
     batch_fn = None
     if dynamic:
-        mask = functools.partial(
-            pretraining.mask_tokens,
-            mask_id=tokenizer.mask_id,
-            vocab_size=tokenizer.vocab_size,
-            exclude_ids=tokenizer.special_ids,
-            **_masking_kwargs(config),
-        )
+        mask = _mask_fn(config, tokenizer)
         batch_fn = lambda batch, rng: _model_arrays(mask(batch, rng))  # noqa: E731
     else:
         train = _model_arrays(train)

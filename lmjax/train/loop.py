@@ -1,12 +1,13 @@
 """The train loop: mesh → data → model → state (restore or init) → steps, logs, evals, checkpoints.
 
-Restore order: the latest checkpoint in `WORKDIR/checkpoints` if there is one; else a fresh init,
-with the weights it shares with `config.init_from`'s latest checkpoint loaded (fine-tuning).
+Restore order: the newest checkpoint in `WORKDIR/checkpoints` that restores (damaged newer ones are
+moved to `WORKDIR/checkpoints_set_aside`, with a warning); else a fresh init, with the weights it
+shares with `config.init_from`'s latest checkpoint loaded (fine-tuning).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import signal
 import time
 
@@ -15,7 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lmjax import flops, tasks
+from lmjax import errors, flops, tasks
 from lmjax import workdir as workdir_lib
 from lmjax.data import pipeline
 from lmjax.train import build, checkpoint, step
@@ -60,36 +61,53 @@ def evaluate(
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, devices: list | None = None
 ) -> dict[str, float]:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns last metrics.
+    """Trains `config` in `workdir`, resuming from its newest checkpoint; returns last metrics.
 
+    One run per workdir: it holds the workdir's lock from the end of the checks to its end.
+    Nothing is written to `workdir` until the inputs have checked out: the data, the model, the
+    workdir's saved config, then its checkpoint (or init_from's).
     `devices`: the mesh's devices (default: all of them)."""
-    s = build.setup(config, devices, workdir=workdir)  # the resolved config: config.json
-    with s.activate():
-        return _train(s, workdir)
-
-
-def _train(s: build.Setup, workdir: str) -> dict[str, float]:
-    config, task = s.config, s.task
-    #### Data
-    data = task.make_data(workdir)
     if jax.process_index() == 0:
-        workdir_lib.save_config(config, workdir)
-        workdir_lib.save_tokenizer(data.tokenizer, workdir)
+        workdir_lib.check_unlocked(workdir)  # a second launch stops before preparing any data
+    s = build.setup(config, devices, workdir=workdir)
+    with s.activate():
+        data, train_iter, eval_batches, b = _prepare(s, workdir)
+        with workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+            return _train(s, workdir, data, train_iter, eval_batches, b)
+
+
+def _prepare(s: build.Setup, workdir: str) -> tuple[pipeline.TaskData, object, list, build.Built]:
+    """The data, its iterators and the model's abstract state: what checks the inputs, before
+    anything is written to the workdir."""
+    config, task = s.config, s.task
+    workdir_lib.check_fits(config, workdir)  # the saved config.json, when resuming
+    # Only a workdir with a checkpoint keeps its tokenizer: one saved by a start that failed
+    # before its first checkpoint may not fit this run's data.
+    resuming = workdir_lib.latest_step(workdir) is not None
+    data = task.make_data(workdir if resuming else None)
     train_iter = pipeline.train_iterator(
         data.train_ds, config.batch_size, config.seed, data.batch_fn
     )
     eval_batches = pipeline.eval_batches(data.eval_ds, config.batch_size, config.eval_steps)
+    return data, train_iter, eval_batches, build.build(s, task.make_model(data.vocab_size))
 
-    #### Model and state
-    b = build.build(s, task.make_model(data.vocab_size))
-    steps = b.steps
+
+def _train(
+    s: build.Setup,
+    workdir: str,
+    data: pipeline.TaskData,
+    train_iter: object,
+    eval_batches: list,
+    b: build.Built,
+) -> dict[str, float]:
+    config, task, steps = s.config, s.task, b.steps
     manager = checkpoint.make_manager(workdir, config.checkpoint_max_to_keep)
-    writer = MetricWriter(workdir)
-    latest = manager.latest_step()
-    if latest is not None:
-        state, data_state = checkpoint.restore(manager, latest, b.abstract_state)
+
+    #### State: the newest checkpoint that restores, else a fresh init (+ init_from's weights)
+    restored = checkpoint.restore_newest(manager, b.abstract_state)
+    if restored is not None:
+        latest, state, data_state = restored
         train_iter.set_state(data_state)
-        writer.truncate_after(latest)
         logging.info("resumed from %s/%d", manager.directory, latest)
     else:
         state = b.init(jax.random.PRNGKey(config.seed))
@@ -103,7 +121,13 @@ def _train(s: build.Setup, workdir: str) -> dict[str, float]:
                 len(copied),
                 ", ".join(fresh) or "none",
             )
+    # The checkpoint or init_from fits the config too: the run now writes its workdir.
+    if jax.process_index() == 0:
+        workdir_lib.save_config(config, workdir)
+        workdir_lib.save_tokenizer(data.tokenizer, workdir)
+    writer = MetricWriter(workdir)
     first_step = int(state["step"])
+    writer.truncate_after(first_step)  # records of steps that run again (or of a stale start)
     num_params = flops.count_params(state["params"])
     state = steps.place(state)
     flops_per_step = (
@@ -121,6 +145,7 @@ def _train(s: build.Setup, workdir: str) -> dict[str, float]:
     try:
         for s in range(first_step + 1, config.num_train_steps + 1):
             state, metrics = steps.train(state, next(train_iter))
+            checkpoint.check_saves(manager)  # a background save that failed stops the run now
             pending.append((s, metrics))
             if timer_start is None:  # exclude compilation from throughput
                 jax.block_until_ready(metrics)
@@ -128,7 +153,7 @@ def _train(s: build.Setup, workdir: str) -> dict[str, float]:
             is_last = s == config.num_train_steps
 
             if s % config.log_every_steps == 0 or is_last:
-                host = _check_finite(jax.device_get(pending), manager)
+                host = _check_finite(pending, manager)
                 pending = []
                 step_time = (time.perf_counter() - timer_start) / max(s - timer_step, 1)
                 last_metrics = {  # the task's metrics (loss, ...) averaged over the interval
@@ -161,30 +186,44 @@ def _train(s: build.Setup, workdir: str) -> dict[str, float]:
 
             preempted = preemption.requested  # read once: SIGTERM may arrive at any moment
             if preempted or is_last or s % config.checkpoint_every_steps == 0:
-                _check_finite(jax.device_get(pending), manager)  # never save a NaN state
                 saved = steps.unplace(state)
+                _check_finite(pending, manager, saved, s)  # never save a non-finite state
                 checkpoint.save(manager, s, saved, train_iter.get_state(), force=True)
                 timer_start, timer_step = time.perf_counter(), s  # keep saves out of tokens/s
             if preempted:
                 logging.warning("preempted at step %d: checkpoint saved, exiting", s)
                 break
     finally:
-        manager.wait_until_finished()
         writer.close()
         preemption.restore()
+        checkpoint.finish(manager)
     return last_metrics
 
 
-def _check_finite(host_metrics, manager):
-    for s, m in host_metrics:
-        if not math.isfinite(float(m["loss"])):
-            manager.wait_until_finished()
-            raise FloatingPointError(
-                f"loss is {float(m['loss'])} at step {s}; stopping. The last good checkpoint is "
-                f"step {manager.latest_step()} in {manager.directory} (nothing later was saved). "
-                "Lower learning_rate, raise warmup_steps, or use model.dtype=float32."
-            )
-    return host_metrics
+def _check_finite(pending, manager, state=None, s=None):
+    """The fetched `pending` metrics; raises Diverged at the first step whose loss or gradient
+    norm is not finite, or when `state`, about to be saved after step `s`, holds a value that
+    is not finite (the update of a step with a finite loss can overflow the parameters)."""
+    host = jax.device_get(pending)
+    for at, m in host:
+        bad = [f"{k} is {float(m[k])}" for k in ("loss", "grad_norm") if not np.isfinite(m[k])]
+        if bad:
+            # A step's loss and gradient depend only on the state it starts from (and its batch):
+            # from a checkpoint of that state, every rerun fails here again, whatever its
+            # learning rate. Set it aside, so that the rerun resumes from the one before.
+            if checkpoint.latest_saved(manager) == at - 1:
+                checkpoint.set_aside(manager, at - 1, f"the state step {at} diverged from")
+            raise _diverged(f"{' and '.join(bad)} at step {at}", manager)
+    if state is not None and not checkpoint.all_finite(state):
+        raise _diverged(f"the parameters or optimizer state are not finite after step {s}", manager)
+    return host
+
+
+def _diverged(what, manager):
+    return errors.Diverged(
+        f"{what}; stopping (nothing that is not finite was saved): {checkpoint.last_good(manager)}"
+        " with a lower learning_rate, more warmup_steps, or model.dtype=float32"
+    )
 
 
 def _log_line(s, total, m, step_time):

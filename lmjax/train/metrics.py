@@ -60,18 +60,31 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def quiet_library_logs() -> None:
+def quiet_library_logs(tracebacks: bool = False) -> None:
     """Keeps absl's INFO lines from lmjax's modules and the entry point only, and warnings from
-    everyone: Orbax and friends log every file they write."""
-    logging.get_absl_handler().addFilter(is_lmjax_record)
+    everyone: Orbax and friends log every file they write. Another library's warning or error
+    loses its traceback unless `tracebacks` (`--verbose`): a failed background save makes Orbax
+    log the same 80-line traceback from each of its threads, and lmjax's one-line error that
+    follows says what happened."""
+
+    def keep(record: std_logging.LogRecord) -> bool:
+        if not is_lmjax_record(record):
+            return False
+        if not tracebacks and record.exc_info and not _is_lmjax_module(record):
+            record.exc_info = record.exc_text = None
+        return True
+
+    logging.get_absl_handler().addFilter(keep)
 
 
 def is_lmjax_record(record: std_logging.LogRecord) -> bool:
     """A warning or worse, or a record logged by a module of lmjax or by `__main__`. Told apart
     by the module that logged it (absl names every record "absl"), found from its source file:
     not by the path, which holds "lmjax" for every library of a venv inside a checkout."""
-    if record.levelno >= std_logging.WARNING:
-        return True
+    return record.levelno >= std_logging.WARNING or _is_lmjax_module(record)
+
+
+def _is_lmjax_module(record: std_logging.LogRecord) -> bool:
     module = _module_of(record.pathname)
     return module == "__main__" or module.split(".")[0] == "lmjax"
 
