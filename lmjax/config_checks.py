@@ -76,6 +76,8 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("data.masked_lm_prob", _real(lambda v: 0 < v <= 1), "in (0, 1]", "the share masked"),
     ("data.max_predictions_per_seq", _POSITIVE_INT, "≥ 1", "masked positions per sequence"),
     ("data.dupe_factor", _POSITIVE_INT, "≥ 1", "passes over the corpus"),
+    ("data.group_size", _int_at_least(2), "≥ 2", "books read and paired together (NSP)"),
+    ("data.shuffle_window", _POSITIVE_INT, "≥ 1", "streamed instances shuffled together"),
     ("data.short_seq_prob", _real(lambda v: 0 <= v <= 1), "in [0, 1]", "share of short pairs"),
     ("data.num_eval_documents", _POSITIVE_INT, "≥ 1", "documents held out for eval"),
     ("data.holdout_size", _real(lambda v: v >= 0), "≥ 0", "training examples held out"),

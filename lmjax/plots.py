@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lmjax import results
+from lmjax import errors, results
 from lmjax import workdir as workdir_lib
 
 
@@ -50,7 +50,7 @@ def plot_workdir(root: str, metrics: list[str] | None = None) -> list[str]:
         return [plot_run(root)]
     table = results.collate(root)
     if not table.rows:
-        raise FileNotFoundError(f"no runs (metrics.jsonl) under {root}")
+        raise errors.MissingInput(f"no runs (metrics.jsonl) under {root}")
     paths = []
     for prefix in _stage_prefixes(table):
         name = f"curves_{prefix.rstrip('/')}.png" if prefix else "curves.png"
@@ -58,7 +58,7 @@ def plot_workdir(root: str, metrics: list[str] | None = None) -> list[str]:
     metrics = metrics or final_eval_metrics(table)
     unknown = [m for m in metrics if m not in table.metrics]
     if unknown:
-        raise ValueError(f"no metric {unknown[0]!r} in the runs; they have {table.metrics}")
+        raise errors.InputError(f"no metric {unknown[0]!r} in the runs; they have {table.metrics}")
     if metrics:
         paths += plot_metrics_vs_axes(table, metrics, root)
         paths.append(plot_settings(table, metrics, os.path.join(root, "results.png")))

@@ -9,7 +9,8 @@
       point.json          a sweep point's record: overrides, command, attempts, status
       train.log           a sweep point's output
       lock                the host and pid of the run that trains here now (`lock`)
-      checkpoints_damaged/<step>  checkpoints that failed to restore, moved aside (never deleted)
+      checkpoints_set_aside/<step>  checkpoints that failed to restore, or whose next step
+                          diverged: moved aside by a rerun (never deleted)
     SWEEP_DIR/sweep.json  a sweep's record: the command that made it, its points in order
 
 Paths go through `etils.epath` (what Orbax and TFDS use), so a workdir may be a local path or a
@@ -42,7 +43,7 @@ POINT = "point.json"
 SWEEP = "sweep.json"
 LOG = "train.log"
 LOCK = "lock"
-DAMAGED = "checkpoints_damaged"
+SET_ASIDE = "checkpoints_set_aside"
 
 PathLike = str | os.PathLike | epath.Path
 
@@ -95,7 +96,7 @@ def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
     them (`config_defaults.fill_defaults`)."""
     saved = read_json(path(workdir) / CONFIG)
     if saved is None:
-        raise FileNotFoundError(f"no {CONFIG} in {workdir}: is it a training workdir?")
+        raise errors.MissingInput(f"no {CONFIG} in {workdir}: is it a training workdir?")
     config = ml_collections.ConfigDict(saved)
     added = config_defaults.fill_defaults(config)
     if added:

@@ -1,6 +1,10 @@
 """Streamed BERT instances (lmjax.data.streaming): the same batches in every run and after a
 resume, and the statistics of the in-memory instance creation (NSP, 15% masked, 80/10/10)."""
 
+import importlib.util
+import os
+import shutil
+
 import numpy as np
 
 from lmjax.data import pretraining, streaming
@@ -83,3 +87,32 @@ def test_streamed_instances_keep_the_pairs_nsp_rate_and_masking_rates():
     # Every epoch pairs the documents anew: the instances of two epochs differ.
     a = {r["input_ids"].tobytes() for r in rows[:1000]}
     assert len(a & {r["input_ids"].tobytes() for r in rows[-1000:]}) < 50
+
+
+def test_a_books_run_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path):
+    """configs/bert_books.py:test streams the fixture books; a run stopped after its step-3
+    checkpoint and rerun logs the losses of one that never stopped."""
+    from lmjax import workdir as workdir_lib
+    from lmjax.train import loop
+    from tests.conftest import CONFIGS
+
+    spec = importlib.util.spec_from_file_location("bert_books", f"{CONFIGS}/bert_books.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("test")
+    config.log_every_steps = 1
+
+    def losses(workdir):
+        return {
+            r["step"]: r["train/loss"]
+            for r in workdir_lib.read_metrics(workdir)
+            if "train/loss" in r
+        }
+
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    loop.train_and_evaluate(config, straight)
+    loop.train_and_evaluate(config, resumed)
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))  # as if killed after step 3's save
+    loop.train_and_evaluate(config, resumed)
+    assert sorted(losses(resumed)) == [1, 2, 3, 4, 5, 6]
+    assert losses(resumed) == losses(straight)

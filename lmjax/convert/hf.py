@@ -30,6 +30,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from lmjax import errors
 from lmjax.convert import hf_families as fam
 from lmjax.data import tokenizers
 from lmjax.models import bert
@@ -87,17 +88,19 @@ def import_model(path: str, dtype: str = "float32") -> tuple[Transformer, dict[s
     for name, target in tied(prefix).items():
         if name in tensors:
             if target in tensors and not np.array_equal(tensors[name], tensors[target]):
-                raise ValueError(f"{path}: {name} differs from {target}; lmjax ties them")
+                raise errors.InputError(f"{path}: {name} differs from {target}; lmjax ties them")
             used.add(name)
     unexpected = [n for n in tensors if n not in used and not n.endswith(fam.IGNORED_SUFFIXES)]
     if unexpected:
-        raise ValueError(
+        raise errors.InputError(
             f"{path}: tensor {unexpected[0]} has no place in lmjax's {arch} "
             f"({len(unexpected)} such tensors): an architecture variant lmjax does not support"
         )
     required = [(p, n) for p, n in missing if not p.startswith(fam.OPTIONAL_PARAMS)]
     if required:
-        raise ValueError(f"{path}: the checkpoint has no {required[0][1]} (lmjax {required[0][0]})")
+        raise errors.InputError(
+            f"{path}: the checkpoint has no {required[0][1]} (lmjax {required[0][0]})"
+        )
     if missing:
         rng = np.random.default_rng(0)
         params.update({p: _fresh_param(p, abstract[p], cfg.init_std, rng) for p, _ in missing})
@@ -123,7 +126,7 @@ def _params_from_tensors(tensors, table, abstract, path):
         box = abstract[lmjax_name]
         for n, shape in zip(hf_names, _hf_shapes(kind, box), strict=True):
             if tensors[n].shape != shape:
-                raise ValueError(
+                raise errors.InputError(
                     f"{path}: {n} has shape {tensors[n].shape}, but config.json makes it {shape} "
                     f"(lmjax parameter {lmjax_name} {box.value.shape})"
                 )
@@ -137,13 +140,15 @@ def architecture(hf_config: Mapping[str, Any]) -> str:
     archs = hf_config.get("architectures") or []
     known = [a for a in archs if a in ARCHITECTURES]
     if not known:
-        raise ValueError(
+        raise errors.InputError(
             f"config.json: architectures={archs!r} (model_type {hf_config.get('model_type')!r}) "
             f"is not supported; lmjax imports {sorted(ARCHITECTURES)}"
         )
     family = ARCHITECTURES[known[0]][0]
     if hf_config.get("model_type", family) != family:
-        raise ValueError(f"config.json: model_type={hf_config['model_type']!r} with {known[0]}")
+        raise errors.InputError(
+            f"config.json: model_type={hf_config['model_type']!r} with {known[0]}"
+        )
     return known[0]
 
 
@@ -157,7 +162,7 @@ def make_model(
 
 def read_json(path: str) -> Any:
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is it a Hugging Face model directory?")
+        raise errors.MissingInput(f"{path} not found: is it a Hugging Face model directory?")
     with open(path) as f:
         return json.load(f)
 
@@ -178,7 +183,7 @@ def read_tensors(path: str) -> dict[str, np.ndarray]:
         # Checkpoints converted from TensorFlow name LayerNorm parameters gamma and beta.
         rename = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
         return {_replace_suffix(k, rename): v for k, v in tensors.items()}
-    raise FileNotFoundError(f"{path} has no {SAFETENSORS_FILE} or {TORCH_FILE}")
+    raise errors.MissingInput(f"{path} has no {SAFETENSORS_FILE} or {TORCH_FILE}")
 
 
 def _replace_suffix(name, rename):
@@ -315,14 +320,14 @@ def export_model(
         if x is None and not cfg.use_bias and lmjax_name.endswith("bias"):
             x = np.zeros(box.value.shape, np.float32)
         if x is None or tuple(x.shape) != box.value.shape:
-            raise ValueError(
+            raise errors.InputError(
                 f"params/{lmjax_name}: shape {None if x is None else tuple(x.shape)}, but the "
                 f"model's config makes it {box.value.shape}"
             )
         for n, t in zip(hf_names, to_hf(kind, jnp.asarray(x, jnp.float32), box), strict=True):
             tensors[n] = np.ascontiguousarray(np.asarray(t, np.float32))
     if params:
-        raise ValueError(f"params/{sorted(params)[0]} has no Hugging Face {arch} equivalent")
+        raise errors.InputError(f"params/{sorted(params)[0]} has no Hugging Face {arch} equivalent")
 
     import safetensors.numpy
 
@@ -351,7 +356,7 @@ def hf_architecture(model: nn.Module) -> str:
         return "BertForPreTraining"
     if type(model) is Transformer:
         return "GPT2LMHeadModel"
-    raise ValueError(f"no Hugging Face architecture for {type(model).__name__}")
+    raise errors.InputError(f"no Hugging Face architecture for {type(model).__name__}")
 
 
 #### Tokenizers
@@ -419,9 +424,9 @@ def import_to_workdir(
     family, _, task_name = ARCHITECTURES[architecture(hf_config)]
     tokenizer = read_hf_tokenizer(hf_dir, family)
     if tokenizer is None:
-        raise FileNotFoundError(f"{hf_dir} has no tokenizer files (vocab.txt, tokenizer.json)")
+        raise errors.MissingInput(f"{hf_dir} has no tokenizer files (vocab.txt, tokenizer.json)")
     if tokenizer.vocab_size != model.cfg.vocab_size:
-        raise ValueError(
+        raise errors.InputError(
             f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens and the model "
             f"{model.cfg.vocab_size}; lmjax sizes the model by its tokenizer"
         )

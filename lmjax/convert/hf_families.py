@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from lmjax import errors
+
 if TYPE_CHECKING:
     from lmjax.models.transformer import TransformerConfig
 
@@ -78,14 +80,14 @@ BERT_DEFAULTS = dict(
 
 def _require(c, key, value, why):
     if c[key] != value:
-        raise ValueError(
+        raise errors.InputError(
             f"config.json: {key}={c[key]!r} is not supported ({why}); lmjax needs {value!r}"
         )
 
 
 def _activation(c, key):
     if c[key] not in ACTIVATIONS_FROM_HF:
-        raise ValueError(
+        raise errors.InputError(
             f"config.json: {key}={c[key]!r} is not supported; known: {sorted(ACTIVATIONS_FROM_HF)}"
         )
     return ACTIVATIONS_FROM_HF[c[key]]
@@ -93,7 +95,7 @@ def _activation(c, key):
 
 def _heads(c, width_key, heads_key):
     if c[width_key] % c[heads_key]:
-        raise ValueError(
+        raise errors.InputError(
             f"config.json: {width_key}={c[width_key]} does not divide into "
             f"{heads_key}={c[heads_key]} heads"
         )
@@ -138,7 +140,7 @@ def gpt2_to_hf(
 ) -> dict[str, Any]:
     """GPT2Config dict of a `TransformerConfig` (a pre-LN causal decoder)."""
     if not cfg.causal or cfg.norm_position != "pre" or cfg.type_vocab_size or cfg.embed_norm:
-        raise ValueError(
+        raise errors.InputError(
             "GPT-2 export needs a causal pre-LN decoder without token types or embedding "
             f"LayerNorm; got causal={cfg.causal}, norm_position={cfg.norm_position!r}, "
             f"type_vocab_size={cfg.type_vocab_size}, embed_norm={cfg.embed_norm}"
@@ -220,7 +222,7 @@ def bert_from_hf(hf_config: Mapping[str, Any], arch: str) -> dict[str, Any]:
     if arch != "BertForSequenceClassification":
         _require(c, "tie_word_embeddings", True, "the MLM decoder is the token embedding")
     if c["type_vocab_size"] < 1:
-        raise ValueError(f"config.json: type_vocab_size={c['type_vocab_size']} must be >= 1")
+        raise errors.InputError(f"config.json: type_vocab_size={c['type_vocab_size']} must be >= 1")
     return dict(
         vocab_size=c["vocab_size"],
         max_len=c["max_position_embeddings"],
@@ -254,7 +256,7 @@ def bert_to_hf(
 ) -> dict[str, Any]:
     """BertConfig dict of a `TransformerConfig` (a post-LN encoder with token types)."""
     if cfg.causal or cfg.norm_position != "post" or not cfg.embed_norm or not cfg.type_vocab_size:
-        raise ValueError(
+        raise errors.InputError(
             "BERT export needs a bidirectional post-LN encoder with token types and embedding "
             f"LayerNorm; got causal={cfg.causal}, norm_position={cfg.norm_position!r}, "
             f"type_vocab_size={cfg.type_vocab_size}, embed_norm={cfg.embed_norm}"

@@ -16,7 +16,7 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from lmjax import plots, results
+from lmjax import errors, plots, results
 from lmjax import workdir as workdir_lib
 from lmjax.sweep.launch import (
     LAUNCHERS,
@@ -79,7 +79,7 @@ def run(
     not finish."""
     all_points = plan(config_arg, sweep_path, workdir)
     if stage not in STAGES:
-        raise ValueError(f"stage must be all, main or {FINETUNE}, not {stage!r}")
+        raise errors.InputError(f"stage must be all, main or {FINETUNE}, not {stage!r}")
     own_stage = "" if stage == "main" else stage
     points = [p for p in all_points if stage == "all" or p.stage == own_stage]
     if print_commands:

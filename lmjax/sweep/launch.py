@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 
 import submitit
 
+from lmjax import errors
 from lmjax import workdir as workdir_lib
 from lmjax.sweep.spec import Point, absolute_config_path
 
@@ -346,9 +347,9 @@ def make_launcher(
     if kind == "local":
         return LocalLauncher(parallel)
     if kind not in LAUNCHERS:
-        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, not {kind!r}")
+        raise errors.InputError(f"launcher must be one of {', '.join(LAUNCHERS)}, not {kind!r}")
     if folder is None:
-        raise ValueError(f"launcher {kind!r} needs a folder for submitit's files")
+        raise errors.InputError(f"launcher {kind!r} needs a folder for submitit's files")
     parameters = {
         "name": job_name,
         "timeout_min": slurm_time,

@@ -23,6 +23,8 @@ import os
 import re
 import types
 
+from lmjax import errors
+
 # Sweep files name their configs relative to the repository (`configs/x.py`).
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FINETUNE = "finetune"  # the second stage's name and subdirectory
@@ -46,7 +48,9 @@ def zip_axes(*axes: Axis) -> list[dict]:
     """The axes side by side: point i takes the i-th value of every axis (same lengths)."""
     lists = [_axis_points(axis) for axis in axes]
     if len({len(points) for points in lists}) > 1:
-        raise ValueError(f"zip_axes: the axes have different lengths {[len(p) for p in lists]}")
+        raise errors.InputError(
+            f"zip_axes: the axes have different lengths {[len(p) for p in lists]}"
+        )
     return [{k: v for p in ps for k, v in p.items()} for ps in zip(*lists, strict=True)]
 
 
@@ -69,11 +73,11 @@ def _axis_points(axis: Axis) -> list[dict]:
 def load_sweep_file(path: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("lmjax_sweep_spec", path)
     if spec is None or not os.path.exists(path):
-        raise FileNotFoundError(f"no sweep file {path}")
+        raise errors.MissingInput(f"no sweep file {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_sweep"):
-        raise ValueError(f"{path} defines no get_sweep()")
+        raise errors.InputError(f"{path} defines no get_sweep()")
     return module
 
 

@@ -11,6 +11,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from lmjax import config_checks, errors
 from lmjax import workdir as workdir_lib
 from lmjax.sweep.spec import (
     FINETUNE,
@@ -42,7 +43,7 @@ def check_overrides(base_flat: dict, overrides: dict, where: str) -> None:
         if key not in base_flat:
             close = difflib.get_close_matches(key, list(base_flat), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown config key {key!r}{hint}")
+            raise errors.InputError(f"{where}: unknown config key {key!r}{hint}")
 
 
 def plan(config_arg: str | None, sweep_path: str, workdir: str) -> list[Point]:
@@ -51,7 +52,7 @@ def plan(config_arg: str | None, sweep_path: str, workdir: str) -> list[Point]:
     module = load_sweep_file(sweep_path)
     config_arg = config_arg or resolve_config_path(getattr(module, "CONFIG", ""))
     if not config_arg:
-        raise ValueError(f"no --config given and {sweep_path} names no CONFIG")
+        raise errors.InputError(f"no --config given and {sweep_path} names no CONFIG")
     first = module.get_sweep()
     stages = [("", config_arg, first, getattr(module, "BASE", {}))]
     if hasattr(module, "FINETUNE_CONFIG"):
@@ -74,7 +75,7 @@ def plan(config_arg: str | None, sweep_path: str, workdir: str) -> list[Point]:
     seen = {}
     for p in points:
         if p.label in seen:
-            raise ValueError(
+            raise errors.InputError(
                 f"{sweep_path}: two points share the directory {p.label!r}: "
                 f"{seen[p.label]} and {p.recorded}"
             )
@@ -87,12 +88,16 @@ def _make_point(stage, config, own, base, base_flat, first, first_names, workdir
     where = f"point {index} of {stage or 'the sweep'} ({own})"
     references = [k for k, v in own.items() if isinstance(v, dict)]
     if references and not stage:
-        raise ValueError(f"{where}: only get_finetune_sweep points may refer to other points")
+        raise errors.InputError(
+            f"{where}: only get_finetune_sweep points may refer to other points"
+        )
     parent = None
     for key in references:
         matches = [i for i, p in enumerate(first) if p == own[key]]
         if not matches:
-            raise ValueError(f"{where}: the value of {key!r} is not one of get_sweep()'s points")
+            raise errors.InputError(
+                f"{where}: the value of {key!r} is not one of get_sweep()'s points"
+            )
         parent = first_names[matches[0]]
     name = point_name(own, list(base_flat), parent)
     run_dir = os.path.join(workdir, stage, name)
@@ -108,17 +113,23 @@ def _make_point(stage, config, own, base, base_flat, first, first_names, workdir
 
 
 def check_flags(config_arg: str, overrides: dict, where: str) -> int:
-    """Resolves `overrides` as train.py's flags would; ValueError (naming `where`) for a value
-    the flags refuse or read back as something else. Returns the config's num_train_steps."""
+    """Resolves `overrides` as train.py's flags would; InputError (naming `where`) for a value
+    the flags refuse, read back as something else, or out of range (`config_checks`). Returns
+    the config's num_train_steps."""
     try:
-        resolved = workdir_lib.flatten(resolve_config(config_arg, overrides))
+        config = resolve_config(config_arg, overrides)
     except Exception as e:  # absl's flag errors: a value of the wrong type
-        raise ValueError(f"{where}: {e}") from None
+        raise errors.InputError(f"{where}: {e}") from None
+    try:  # a value out of range fails the sweep before any of its runs starts
+        config_checks.check(config)
+    except errors.InputError as e:
+        raise errors.InputError(f"{where}: {e}") from None
+    resolved = workdir_lib.flatten(config)
     for key, value in overrides.items():
         got = resolved[key]
         want = tuple(value) if isinstance(value, list) else value
         if got != want or isinstance(got, bool) != isinstance(want, bool):
-            raise ValueError(f"{where}: {key}={value!r} reads back from the flag as {got!r}")
+            raise errors.InputError(f"{where}: {key}={value!r} reads back from the flag as {got!r}")
     return int(resolved["num_train_steps"])
 
 
@@ -131,7 +142,7 @@ def check_same_config(point: Point) -> None:
     """ValueError when `point.run_dir` was trained from another config file."""
     record = workdir_lib.read_point(point.run_dir)
     if record and _config_name(record["config_path"]) != _config_name(point.config):
-        raise ValueError(
+        raise errors.InputError(
             f"{point.run_dir} was trained from --config={record.get('config')}, this sweep "
             f"gives --config={point.config}: use another --workdir"
         )

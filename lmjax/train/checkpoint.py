@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 from lmjax import errors
 from lmjax import workdir as workdir_lib
 
-SET_ASIDE = "checkpoints_set_aside"  # WORKDIR/checkpoints_set_aside/<step>: kept, not listed
+SET_ASIDE = workdir_lib.SET_ASIDE  # WORKDIR/checkpoints_set_aside/<step>: kept, not listed
 
 
 def make_manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:

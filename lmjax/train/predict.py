@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from lmjax import tasks
+from lmjax import errors, tasks
 from lmjax import workdir as workdir_lib
 from lmjax.data import glue
 from lmjax.tasks import classify
@@ -24,7 +24,7 @@ def glue_task(workdir: str) -> str:
     """The GLUE task a workdir fine-tuned (its `data.glue_task`); ValueError for another run."""
     config = workdir_lib.load_config(workdir)
     if config.task != "classify":
-        raise ValueError(f"{workdir} trained task {config.task!r}, not a GLUE fine-tune")
+        raise errors.InputError(f"{workdir} trained task {config.task!r}, not a GLUE fine-tune")
     return config.data.glue_task
 
 
@@ -35,7 +35,7 @@ def predict(workdir: str, path: str, step: int | None = None, batch_size: int = 
     task_name = glue_task(workdir)
     examples = glue.read_tsv(path, task_name)
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+        raise errors.InputError(f"batch_size={batch_size} must be >= 1")
     config = workdir_lib.load_config(workdir)
     task = tasks.get_task(config)
     model, params, tokenizer = inference.load_model(workdir, step, task="classify")
