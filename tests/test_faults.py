@@ -201,6 +201,26 @@ def test_reading_init_from_writes_nothing_there(reference, tmp_path):
     assert os.listdir(no_checkpoint) == [] and not os.path.exists(tmp_path / "no_such_dir")
 
 
+def test_sampling_refuses_a_checkpoint_of_non_finite_parameters(reference, tmp_path):
+    """One saved before the NaN guard existed: sample.py used to print newlines and exit 0."""
+    from lmjax.train import inference
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference, workdir)
+    manager = checkpoint.make_manager(workdir)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _restore_state(manager))
+    state, data_state = checkpoint.restore(manager, 6, abstract)
+    state["params"] = jax.tree.map(lambda x: x * jnp.nan, state["params"])
+    checkpoint.save(manager, 8, state, data_state, force=True)
+    manager.wait_until_finished()
+    with pytest.raises(errors.InputError, match="holds parameters that are not finite"):
+        inference.load_model(workdir, task="clm")
+
+
+def _restore_state(manager):
+    return manager.restore(6, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
+
 @pytest.mark.parametrize("bad", ["empty_corpus", "init_from_of_other_shapes"])
 def test_a_failed_start_leaves_nothing_in_a_new_workdir(bad, workdir, tmp_path, reference):
     (tmp_path / "empty.txt").write_text("")

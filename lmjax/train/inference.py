@@ -78,4 +78,9 @@ def load_model(
         raise errors.InputError(
             f"the checkpoint in {workdir} lacks {missing[0]}, which its config needs"
         )
+    if not checkpoint.all_finite(params):  # saved by an lmjax without the NaN guard
+        raise errors.InputError(
+            f"the checkpoint in {workdir} holds parameters that are not finite (its run "
+            "diverged; lmjax since its NaN guard never saves one): retrain it"
+        )
     return model, params, tokenizer
