@@ -2,6 +2,8 @@
 
   python experiments/benchmark.py --config=configs/gpt_shakespeare_char.py --steps=40 \
       [--config.model.num_layers=6 ...]
+  python experiments/benchmark.py --config=configs/bert_books.py --data_only=1500 \
+      --config.data.path=../shared/data/gutenberg/books      # the input pipeline alone
 
 MFU counts 6 * N + 12 * L * D * T FLOPs per token (PaLM appendix B, nanoGPT's estimate_mfu)
 against the peak of the device: a spec-sheet value for known TPUs/GPUs, else a measured matmul.
@@ -19,12 +21,18 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optional
 _STEPS = flags.DEFINE_integer("steps", 40, "Timed steps (after warmup).")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _REAL_DATA = flags.DEFINE_bool("real_data", False, "Time on real batches instead of random ones.")
+_DATA_ONLY = flags.DEFINE_integer(
+    "data_only", 0, "Time the input pipeline alone over this many batches (no model)."
+)
 flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
     del argv
-    result = benchmark.run(_CONFIG.value, _STEPS.value, _WARMUP.value, _REAL_DATA.value)
+    if _DATA_ONLY.value:
+        result = benchmark.run_data(_CONFIG.value, _DATA_ONLY.value)
+    else:
+        result = benchmark.run(_CONFIG.value, _STEPS.value, _WARMUP.value, _REAL_DATA.value)
     for k, v in result.items():
         print(f"{k:>24}: {v:,.4g}" if isinstance(v, float) else f"{k:>24}: {v}")
     print(json.dumps(result))

@@ -28,3 +28,14 @@ def test_benchmark_prints_consistent_json():
         result["model_flops_per_step"] / (result["step_ms"] / 1000) / result["peak_flops"]
     )
     assert 0 < result["mfu"] < 1
+
+
+def test_data_benchmark_times_the_streamed_books():
+    out = run_script(
+        "benchmark.py",
+        f"--config={os.path.join(CONFIGS, 'bert_books.py')}:test",
+        "--data_only=20",
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["batches"] == 20 and result["batch_ms"] > 0 and result["peak_rss_mb"] > 0
+    assert result["tokens_per_sec"] == pytest.approx(8 * 64 / result["batch_ms"] * 1000)

@@ -1,5 +1,6 @@
 """Step timing for `experiments/benchmark.py`: the train step the loop runs, on fixed batches."""
 
+import resource
 import statistics
 import time
 
@@ -80,4 +81,30 @@ def run(
         "peak_flops": peak_per_device * n,
         "peak_flops_per_device": peak_per_device,
         "mfu": flops_per_step / step_s / (peak_per_device * n),
+    }
+
+
+def run_data(config: ml_collections.ConfigDict, batches: int = 1000) -> dict:
+    """Times the input pipeline alone: `task.make_data`, the first train batch, then `batches`
+    more; with the process's peak resident memory (the figure a streamed corpus must bound)."""
+    s = build.setup(config)
+    config, task = s.config, s.task
+    start = time.perf_counter()
+    data = task.make_data()
+    make_data_s = time.perf_counter() - start
+    it = pipeline.train_iterator(data.train_ds, config.batch_size, config.seed, data.batch_fn)
+    start = time.perf_counter()
+    next(it)
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    per_batch_s = (time.perf_counter() - start) / batches
+    return {
+        "make_data_s": make_data_s,
+        "first_batch_s": first_s,
+        "batch_ms": 1000 * per_batch_s,
+        "batches": batches,
+        "tokens_per_sec": config.batch_size * config.seq_len / per_batch_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
