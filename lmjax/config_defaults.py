@@ -58,6 +58,7 @@ DEFAULTS = {
     },
     "mlm_nsp": {
         "data.path": "",
+        "data.tfds_eval_split": "",
         "data.group_size": 16,
         "data.shuffle_window": 20_000,
         "data.vocab_path": "",

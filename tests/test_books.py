@@ -266,3 +266,15 @@ def test_every_book_of_the_shared_corpus_strips():
         for marker in ["PROJECT GUTENBERG", "SMALL PRINT", "\nProduced by", "</p>"]:
             assert marker not in "\n" + body, (path, marker)
         assert len(books.book_paragraphs(body)) > 100, path
+
+
+def test_a_causal_lm_reads_the_running_text_of_books():
+    from lmjax import tasks
+    from lmjax.tasks import clm
+    from tests.conftest import tiny_config
+
+    text = clm.read_corpus_text(tasks.resolve_config(tiny_config(**{"data.path": BOOKS})))
+    assert "We sailed on a Tuesday. The wind was fair." in text
+    assert "A small garden wants a plan before it wants a spade." in text
+    assert "gutenberg" not in text.lower() and "\r" not in text
+    assert text.count("\n\n") == 3  # four books, a blank line between two

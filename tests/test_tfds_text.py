@@ -1,7 +1,6 @@
 """TFDS route for text documents: the local corpus builder (offline, file order kept), TFDS
 datasets by name in `read_corpus_documents`, and the error for a dataset that is not prepared."""
 
-
 import pytest
 import tensorflow_datasets as tfds
 
@@ -118,3 +117,44 @@ def test_unprepared_dataset_is_a_clear_error(tmp_path, no_network, name):
     assert repr(name) in message and repr(str(tmp_path)) in message
     assert f"tfds build {name} --data_dir={tmp_path}" in message
     assert len(message) < 600  # not TFDS's list of every dataset
+
+
+def test_books_through_tfds_stream_as_the_books_of_data_path(tmp_path, no_network):
+    """local_text_corpus/gutenberg reads the books from TFDS's manual_dir (the manifest's train
+    and valid books as "train" and "validation"); streamed from it, a BERT run gets the batches
+    and the eval set of the same books given as data.path."""
+    import importlib.util
+    import os
+
+    import numpy as np
+
+    from lmjax.data import books, pipeline
+    from tests.conftest import CONFIGS, make_task
+
+    spec = importlib.util.spec_from_file_location("bert_books", f"{CONFIGS}/bert_books.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    by_path = module.get_config("test")
+    data_dir = tmp_path / "tfds"
+    (data_dir / "downloads" / "manual").mkdir(parents=True)
+    os.symlink(os.path.abspath(by_path.data.path), data_dir / "downloads" / "manual" / "gutenberg")
+    by_tfds = module.get_config("test")
+    by_tfds.data.path = ""
+    by_tfds.data.tfds_name = "local_text_corpus/gutenberg"
+    by_tfds.data.tfds_eval_split = "validation"
+    by_tfds.data.tfds_data_dir = str(data_dir)
+
+    train, valid = books.train_and_eval_books(by_path.data.path, 0)
+    documents = tfds_text.read_tfds_documents(
+        "local_text_corpus/gutenberg", split="validation", data_dir=str(data_dir)
+    )
+    assert documents == [books.read_book(f) for f in valid] and len(documents) == 2
+
+    batches = []
+    for config in (by_path, by_tfds):
+        data = make_task(config).make_data()
+        it = pipeline.train_iterator(data.train_ds, config.batch_size, config.seed, data.batch_fn)
+        batches.append(([next(it) for _ in range(5)], data.eval_ds[0]))
+    (train_a, eval_a), (train_b, eval_b) = batches
+    for a, b in zip([*train_a, eval_a], [*train_b, eval_b], strict=True):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

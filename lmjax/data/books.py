@@ -346,6 +346,21 @@ def read_book(path: str, book: Book | None = None) -> list[str]:
     return book_document(text, path)
 
 
+def is_book_path(path: str) -> bool:
+    """Whether a `data.path` names books (a folder, a glob or a manifest) rather than one file."""
+    return glob.has_magic(path) or os.path.isdir(path) or path.endswith(".tsv")
+
+
+def books_text(path: str) -> str:
+    """The running text of the books `path` names (`book_files`, all of them): each book's
+    paragraphs, one a line, books separated by a blank line (a causal LM's corpus)."""
+    texts = []
+    for file in book_files(path):
+        with open(file, encoding="utf-8") as f:
+            texts.append("\n".join(book_paragraphs(strip_gutenberg(f.read(), file))))
+    return "\n\n".join(texts)
+
+
 def book_documents(path: str, split: str | None = None, verify: bool = True) -> Iterator[list[str]]:
     """The documents of the books `path` names (see `book_files`), one book at a time, each
     checked against its manifest md5 unless `verify` is False."""

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import ml_collections
 import tensorflow_datasets as tfds
 
 from lmjax import errors
-from lmjax.data import corpora, text
+from lmjax.data import books, corpora, text
 
-FORMATS = ("wikitext", "blank_lines", "auto")
+FORMATS = ("wikitext", "blank_lines", "auto", "gutenberg")
 
 
 class UnknownFeature(errors.InputError, KeyError):
@@ -43,6 +44,16 @@ WIKITEXT2 = LocalTextCorpusConfig(
     paths=("wikitext2_valid", "wikitext2_test"),
     format="wikitext",
 )
+# Project Gutenberg books (lmjax.data.books), one example a book: put (or link) the folder that
+# holds `manifest.tsv` and `books/` at MANUAL_DIR/gutenberg (TFDS's manual_dir, by default
+# DATA_DIR/downloads/manual). Splits: the manifest's `train` and `valid` books ("train",
+# "validation"); without a manifest, every book in "train".
+GUTENBERG = LocalTextCorpusConfig(
+    name="gutenberg",
+    description="Project Gutenberg books from manual_dir/gutenberg, PG's headers stripped.",
+    paths=("gutenberg",),  # relative to manual_dir
+    format="gutenberg",
+)
 
 
 class LocalTextCorpus(tfds.core.GeneratorBasedBuilder):
@@ -50,8 +61,12 @@ class LocalTextCorpus(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "One example per document, sentences joined by newlines."}
-    BUILDER_CONFIGS = [WIKITEXT2]
+    BUILDER_CONFIGS = [WIKITEXT2, GUTENBERG]
     DEFAULT_CONFIG_NAME = "wikitext2"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "For local_text_corpus/gutenberg: put the book folder (manifest.tsv and books/pgN.txt, "
+        "see lmjax/data/assets/README.md) or a link to it at MANUAL_DIR/gutenberg."
+    )
 
     def _info(self):
         return self.dataset_info_from_configs(
@@ -61,8 +76,17 @@ class LocalTextCorpus(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        del dl_manager  # local files only
-        return {"train": self._generate_examples()}
+        if self.builder_config.format != "gutenberg":
+            return {"train": self._generate_examples()}
+        folder = os.path.join(dl_manager.manual_dir, self.builder_config.paths[0])
+        if books.manifest_of(folder) is None:
+            return {"train": self._book_examples(books.book_files(folder))}
+        train, valid = books.train_and_eval_books(folder, 0)
+        return {"train": self._book_examples(train), "validation": self._book_examples(valid)}
+
+    def _book_examples(self, files):
+        for index, file in enumerate(files):
+            yield f"{index:09d}", {"text": "\n".join(books.read_book(file))}
 
     def _generate_examples(self):
         config = self.builder_config
@@ -167,19 +191,47 @@ def read_tfds_documents(
             f"{sorted(builder.info.splits.keys())})"
         )
     split_lines = not isinstance(builder, LocalTextCorpus)
-    documents = []
-    for example in _examples(builder, split):
-        value = example[text_key]
-        value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
-        sentences = []
-        for line in value.splitlines():
-            if split_lines:
-                sentences.extend(text.split_sentences(line, tokenized=tokenized))
-            elif line.strip():
-                sentences.append(line)
-        if sentences:
-            documents.append(sentences)
-    return documents
+    documents = [
+        _sentences(example[text_key], split_lines, tokenized)
+        for example in _examples(builder, split)
+    ]
+    return [d for d in documents if d]
+
+
+def _sentences(value, split_lines, tokenized=False):
+    """The sentences of an example's text: a LocalTextCorpus stores one a line; other datasets'
+    lines are split into sentences."""
+    value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if not split_lines:
+        return [line for line in value.splitlines() if line.strip()]
+    return [
+        s for line in value.splitlines() for s in text.split_sentences(line, tokenized=tokenized)
+    ]
+
+
+def document_source(
+    data_config: ml_collections.ConfigDict, split: str
+) -> tuple[int, Callable[[int], list[str]]]:
+    """(number of examples, read) of `split` of the config's `data.tfds_name`, where `read(i)`
+    gives the sentences of example i by random access: what a stream of documents
+    (`lmjax.data.streaming`) reads. The dataset must be stored as array_record (as the local
+    builder stores it; `tfds build --file_format=array_record` for others)."""
+    name = data_config.tfds_name
+    builder = tfds_builder(name, data_config.get("tfds_data_dir", ""))
+    text_key = data_config.get("tfds_text_key", "text")
+    if split not in builder.info.splits:
+        raise errors.InputError(
+            f"TFDS dataset {name!r} has no split {split!r} (set data.tfds_split or "
+            f"data.tfds_eval_split to one of {sorted(builder.info.splits.keys())})"
+        )
+    if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+        raise errors.InputError(
+            f"TFDS dataset {name!r} is stored as {builder.info.file_format.value}: streaming "
+            "reads examples by index, so prepare it with --file_format=array_record"
+        )
+    source = builder.as_data_source(split=split)
+    split_lines = not isinstance(builder, LocalTextCorpus)
+    return len(source), lambda i: _sentences(source[i][text_key], split_lines)
 
 
 def read_config_documents(data_config: ml_collections.ConfigDict) -> list[list[str]]:

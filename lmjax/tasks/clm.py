@@ -13,7 +13,7 @@ import optax
 
 from lmjax import errors, flops
 from lmjax import workdir as workdir_lib
-from lmjax.data import corpora, pipeline, tokenizers
+from lmjax.data import books, corpora, pipeline, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
 from lmjax.tasks import base
 from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
@@ -21,12 +21,15 @@ from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
 
 def read_corpus_text(config: ml_collections.ConfigDict) -> str:
     """The text of TFDS dataset `data.tfds_name` when set (its examples' sentences, examples
-    separated by blank lines), else of `data.path` (an embedded corpus or a local file)."""
+    separated by blank lines), else of `data.path`: an embedded corpus, a local file, or books
+    (a folder, glob or manifest of Project Gutenberg books: their running text)."""
     if config.data.tfds_name:
         from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
 
         documents = tfds_text.read_config_documents(config.data)
         return "\n\n".join(" ".join(sentences) for sentences in documents)
+    if books.is_book_path(config.data.path):
+        return books.books_text(config.data.path)
     return corpora.read_text(config.data.path)
 
 

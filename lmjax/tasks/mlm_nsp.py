@@ -97,23 +97,32 @@ def _mask_fn(config, tokenizer):
     )
 
 
-def _book_data(config, workdir):
-    """Books (`data.path`: a folder, a glob or a manifest of Project Gutenberg books): the
-    training books streamed (`lmjax.data.streaming`), a group of `data.group_size` books at a
-    time, with new pairs and masks every epoch; the held-out books made and masked once."""
+def _streamed_data(config, workdir):
+    """The training documents streamed (`lmjax.data.streaming`: a group of `data.group_size`
+    read, tokenized and paired at a time, new pairs and masks every epoch), the held-out ones
+    made and masked once. The documents are the books of `data.path` (a folder, glob or manifest
+    of Project Gutenberg books: the manifest's `train` and `valid` books), or the examples of
+    TFDS `data.tfds_name`'s `tfds_split` and `tfds_eval_split`, read by index."""
     data = config.data
-    train_files, eval_files = books.train_and_eval_books(data.path, data.num_eval_documents)
-    sentences = (s for f in train_files for s in books.read_book(f))
-    tokenizer = make_tokenizer(config, sentences, workdir)
+    if data.path:
+        sources, eval_files = books.train_and_eval_books(data.path, data.num_eval_documents)
+        read, eval_documents = books.read_book, map(books.read_book, eval_files)
+    else:
+        from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
+
+        num_train, read = tfds_text.document_source(data, data.tfds_split)
+        num_eval, read_eval = tfds_text.document_source(data, data.tfds_eval_split)
+        sources, eval_documents = list(range(num_train)), map(read_eval, range(num_eval))
+    tokenizer = make_tokenizer(config, (s for d in map(read, sources) for s in d), workdir)
     common = dict(max_seq_length=config.seq_len, short_seq_prob=data.short_seq_prob)
-    eval_docs = pretraining.tokenize_documents(map(books.read_book, eval_files), tokenizer)
+    eval_docs = pretraining.tokenize_documents(eval_documents, tokenizer)
     eval_set = pretraining.make_eval_set(
         eval_docs, tokenizer, data.eval_seed, dupe_factor=1, **common, **_masking_kwargs(config)
     )
     mask = _mask_fn(config, tokenizer)
     train = streaming.instance_stream(
-        train_files,
-        books.read_book,
+        sources,
+        read,
         tokenizer,
         config.seed,
         group_size=data.group_size,
@@ -135,8 +144,8 @@ def _book_data(config, workdir):
 
 
 def _make_data(config, workdir=None):
-    if config.data.path:
-        return _book_data(config, workdir)
+    if config.data.path or config.data.tfds_eval_split:
+        return _streamed_data(config, workdir)
     documents = read_corpus_documents(config)
     num_eval = config.data.num_eval_documents
     if not 0 < num_eval < len(documents) - 1:
