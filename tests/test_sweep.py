@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lmjax import results, sweep
+from lmjax import errors, results, sweep
 from lmjax import workdir as workdir_lib
 from tests.conftest import CONFIGS, REPO, run_script, script_env
 
@@ -69,16 +69,20 @@ def test_point_names_flags_and_validation(tmp_path):
         tmp_path,
         "def get_sweep():\n"
         "    return product(('model.dropout_rate', [0.1]), ('data.path', ['/x/y.txt']),\n"
-        "                   ('learning_rate', [1e-05]), ('optimizer.b1', [1]))",
+        "                   ('learning_rate', [1e-05]), ('optimizer.weight_decay', [0]))",
     )
     (point,) = sweep.plan(GPT_TEST, spec, str(tmp_path / "w"))
-    assert point.name == "dropout_rate=0.1,path=_x_y.txt,learning_rate=1e-05,b1=1"
+    assert point.name == "dropout_rate=0.1,path=_x_y.txt,learning_rate=1e-05,weight_decay=0"
     assert "--config.learning_rate=1e-05" in point.args
-    assert point.args[-1] == "--config.optimizer.b1=1"  # an int for a float key is fine
+    assert point.args[-1] == "--config.optimizer.weight_decay=0"  # an int for a float key is fine
     config = sweep.resolve_config(GPT_TEST, point.overrides)
-    assert config.learning_rate == 1e-05 and config.optimizer.b1 == 1.0
+    assert config.learning_rate == 1e-05 and config.optimizer.weight_decay == 0.0
     bad = _write_sweep(tmp_path, "def get_sweep():\n    return [{'model.num_layers': 2.5}]", "b.py")
     with pytest.raises(ValueError, match="model.num_layers"):
+        sweep.plan(GPT_TEST, bad, str(tmp_path / "w"))
+    # A value out of range fails the whole sweep before any run (config_checks).
+    bad = _write_sweep(tmp_path, "def get_sweep():\n    return [{'optimizer.b1': 1}]", "c.py")
+    with pytest.raises(errors.InputError, match=r"config.optimizer.b1=1.0 must be in \[0, 1\)"):
         sweep.plan(GPT_TEST, bad, str(tmp_path / "w"))
 
 
