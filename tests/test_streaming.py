@@ -1,12 +1,12 @@
 """Streamed BERT instances (lmjax.data.streaming): the same batches in every run and after a
 resume, and the statistics of the in-memory instance creation (NSP, 15% masked, 80/10/10)."""
 
-import importlib.util
 import os
 import shutil
 
 import numpy as np
 
+from configs import bert_books
 from lmjax.data import pretraining, streaming
 from tests.test_pretraining_data import (
     MASK,
@@ -94,12 +94,8 @@ def test_a_books_run_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path):
     checkpoint and rerun logs the losses of one that never stopped."""
     from lmjax import workdir as workdir_lib
     from lmjax.train import loop
-    from tests.conftest import CONFIGS
 
-    spec = importlib.util.spec_from_file_location("bert_books", f"{CONFIGS}/bert_books.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("test")
+    config = bert_books.get_config("test")
     config.log_every_steps = 1
 
     def losses(workdir):

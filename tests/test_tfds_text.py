@@ -4,7 +4,7 @@ datasets by name in `read_corpus_documents`, and the error for a dataset that is
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import bert_tiny_wikitext
+from configs import bert_books, bert_tiny_wikitext
 from lmjax.data import corpora, text, tfds_text
 from lmjax.tasks import mlm_nsp
 
@@ -123,22 +123,18 @@ def test_books_through_tfds_stream_as_the_books_of_data_path(tmp_path, no_networ
     """local_text_corpus/gutenberg reads the books from TFDS's manual_dir (the manifest's train
     and valid books as "train" and "validation"); streamed from it, a BERT run gets the batches
     and the eval set of the same books given as data.path."""
-    import importlib.util
     import os
 
     import numpy as np
 
     from lmjax.data import books, pipeline
-    from tests.conftest import CONFIGS, make_task
+    from tests.conftest import make_task
 
-    spec = importlib.util.spec_from_file_location("bert_books", f"{CONFIGS}/bert_books.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    by_path = module.get_config("test")
+    by_path = bert_books.get_config("test")
     data_dir = tmp_path / "tfds"
     (data_dir / "downloads" / "manual").mkdir(parents=True)
     os.symlink(os.path.abspath(by_path.data.path), data_dir / "downloads" / "manual" / "gutenberg")
-    by_tfds = module.get_config("test")
+    by_tfds = bert_books.get_config("test")
     by_tfds.data.path = ""
     by_tfds.data.tfds_name = "local_text_corpus/gutenberg"
     by_tfds.data.tfds_eval_split = "validation"
