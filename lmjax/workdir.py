@@ -171,6 +171,26 @@ def latest_step(workdir: PathLike) -> int | None:
     return steps[-1] if steps else None
 
 
+def check_trained(workdir: PathLike, name: str = "workdir") -> None:
+    """`errors.MissingInput` unless `workdir` is a trained workdir: it exists and has a config
+    and a checkpoint. `name` is how the message calls it (`config.init_from`). Reads only: Orbax
+    would make an empty `checkpoints/` in a directory it is asked to read."""
+    if not exists(workdir):
+        raise errors.MissingInput(
+            f"{name}={str(workdir)!r} does not exist: give a training workdir (or one made by "
+            "experiments/convert.py import)"
+        )
+    if not has_config(workdir):
+        raise errors.MissingInput(
+            f"{name}={str(workdir)!r} has no {CONFIG}: is it a training workdir?"
+        )
+    if not checkpoint_steps(workdir):
+        raise errors.MissingInput(
+            f"{name}={str(workdir)!r} has no checkpoint yet in {CHECKPOINTS}/: train it "
+            "(experiments/train.py) first, or give the workdir of a finished run"
+        )
+
+
 def is_finished(workdir: PathLike, num_train_steps: int | None = None) -> bool:
     """Whether the run has a checkpoint at its last step (`num_train_steps`, by default the
     saved config's)."""

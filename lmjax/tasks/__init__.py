@@ -37,24 +37,10 @@ def resolve_config(
 
 
 def check_init_from(config: ml_collections.ConfigDict) -> None:
-    """`config.init_from` exists, has a config and a checkpoint, and trained a task this run can
+    """`config.init_from` is a trained workdir (`workdir.check_trained`) of a task this run can
     start from; else `errors.MissingInput` or `errors.InputError` naming it. Read only."""
-    path = config.init_from
-    if not workdir_lib.exists(path):
-        raise errors.MissingInput(
-            f"config.init_from={path!r} does not exist: give a training workdir (or one made by "
-            "experiments/convert.py import)"
-        )
-    if not workdir_lib.has_config(path):
-        raise errors.MissingInput(
-            f"config.init_from={path!r} has no {workdir_lib.CONFIG}: is it a training workdir?"
-        )
-    check_init_from_task(config, workdir_lib.read_config_dict(path).get("task"))
-    if not workdir_lib.checkpoint_steps(path):
-        raise errors.MissingInput(
-            f"config.init_from={path!r} has no checkpoint in {workdir_lib.CHECKPOINTS}/: train it "
-            "first, or give the workdir of a finished run"
-        )
+    workdir_lib.check_trained(config.init_from, "config.init_from")
+    check_init_from_task(config, workdir_lib.read_config_dict(config.init_from).get("task"))
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:

@@ -282,13 +282,7 @@ def load_pretrained_params(
     their init, as do those whose name starts with one of `skip` (e.g. "pooler/"). Only
     parameters are read, never the optimizer state.
     Returns (params, names copied, names initialised)."""
-    if not workdir_lib.exists(workdir):
-        raise errors.MissingInput(f"{workdir} does not exist: give a training workdir")
-    if workdir_lib.latest_step(workdir) is None:
-        raise errors.MissingInput(
-            f"{workdir} has no checkpoint (nothing in {workdir_lib.checkpoint_dir(workdir)}): "
-            "give a training workdir that saved one"
-        )
+    workdir_lib.check_trained(workdir, "init_from")
     manager = ocp.CheckpointManager(  # PyTree handler for a partial restore
         workdir_lib.checkpoint_dir(workdir),
         # create=False: writes nothing there (read_only=True would warn on every read)

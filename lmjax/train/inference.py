@@ -14,26 +14,17 @@ from lmjax.train import build, checkpoint, parallel
 def check_workdir(
     workdir: str, step: int | None = None, task: str | None = None
 ) -> ml_collections.ConfigDict:
-    """The config of `workdir` once it is known to be a trained workdir: it exists, has a config
-    and a checkpoint (`step`, when given) and trained `task` (None: any). Otherwise
-    `errors.MissingInput` or `errors.InputError` naming it, before anything is loaded (or created:
-    Orbax would make an empty `checkpoints/` in a directory it is asked to read)."""
-    if not workdir_lib.exists(workdir):
-        raise errors.MissingInput(f"workdir {workdir!r} does not exist: give a training workdir")
-    if not workdir_lib.has_config(workdir):
-        raise errors.MissingInput(
-            f"workdir {workdir!r} has no {workdir_lib.CONFIG}: is it a training workdir?"
-        )
+    """The config of `workdir` once it is known to be a trained workdir
+    (`workdir.check_trained`) with a checkpoint of `step` (when given) that trained `task`
+    (None: any); otherwise `errors.MissingInput` or `errors.InputError` naming it, before
+    anything is loaded."""
+    workdir_lib.check_trained(workdir)
     config = workdir_lib.load_config(workdir)
     if task is not None and config.task != task:
         raise errors.InputError(
             f"workdir {workdir!r} trained task {config.task!r}; this needs task {task!r}"
         )
     steps = workdir_lib.checkpoint_steps(workdir)
-    if not steps:
-        raise errors.MissingInput(
-            f"workdir {workdir!r} has no checkpoint yet: train it (experiments/train.py) first"
-        )
     if step is not None and step not in steps:
         raise errors.MissingInput(
             f"workdir {workdir!r} has no checkpoint of step {step}: its steps are {steps}"
