@@ -335,15 +335,20 @@ def check_md5(book: Book, path: str, data: bytes | None = None) -> None:
 
 def read_book(path: str, book: Book | None = None) -> list[str]:
     """The document (sentences) of the PG book file at `path`, md5-checked against `book`."""
+    return book_document(_read(path, book), path)
+
+
+def _read(path: str, book: Book | None = None) -> str:
+    """The text of the book file at `path` (md5-checked against `book`); InputError if it is not
+    UTF-8."""
     with open(path, "rb") as f:
         data = f.read()
     if book is not None:
         check_md5(book, path, data)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{path} is not UTF-8 ({e.reason} at byte {e.start}): convert it") from e
-    return book_document(text, path)
 
 
 def is_book_path(path: str) -> bool:
@@ -356,8 +361,7 @@ def books_text(path: str) -> str:
     paragraphs, one a line, books separated by a blank line (a causal LM's corpus)."""
     texts = []
     for file in book_files(path):
-        with open(file, encoding="utf-8") as f:
-            texts.append("\n".join(book_paragraphs(strip_gutenberg(f.read(), file))))
+        texts.append("\n".join(book_paragraphs(strip_gutenberg(_read(file), file))))
     return "\n\n".join(texts)
 
 

@@ -97,6 +97,21 @@ def _mask_fn(config, tokenizer):
     )
 
 
+def _eval_rows(config, tokenizer, documents):
+    """The held-out instances of `documents` (sentences), made and masked once from
+    `data.eval_seed`: the same in every run, so their numbers compare across runs."""
+    eval_set = pretraining.make_eval_set(
+        pretraining.tokenize_documents(documents, tokenizer),
+        tokenizer,
+        config.data.eval_seed,
+        dupe_factor=1,
+        max_seq_length=config.seq_len,
+        short_seq_prob=config.data.short_seq_prob,
+        **_masking_kwargs(config),
+    )
+    return pipeline.rows(_model_arrays(eval_set))
+
+
 def _streamed_data(config, workdir):
     """The training documents streamed (`lmjax.data.streaming`: a group of `data.group_size`
     read, tokenized and paired at a time, new pairs and masks every epoch), the held-out ones
@@ -114,21 +129,17 @@ def _streamed_data(config, workdir):
         num_eval, read_eval = tfds_text.document_source(data, data.tfds_eval_split)
         sources, eval_documents = list(range(num_train)), map(read_eval, range(num_eval))
     tokenizer = make_tokenizer(config, (s for d in map(read, sources) for s in d), workdir)
-    common = dict(max_seq_length=config.seq_len, short_seq_prob=data.short_seq_prob)
-    eval_docs = pretraining.tokenize_documents(eval_documents, tokenizer)
-    eval_set = pretraining.make_eval_set(
-        eval_docs, tokenizer, data.eval_seed, dupe_factor=1, **common, **_masking_kwargs(config)
-    )
     mask = _mask_fn(config, tokenizer)
     train = streaming.instance_stream(
         sources,
         read,
         tokenizer,
         config.seed,
+        max_seq_length=config.seq_len,
+        short_seq_prob=data.short_seq_prob,
         group_size=data.group_size,
         window_size=data.shuffle_window,
         mask=None if data.dynamic_masking else mask,
-        **common,
     )
     if data.dynamic_masking:
         batch_fn = lambda batch, rng: _model_arrays(mask(batch, rng))  # noqa: E731
@@ -136,7 +147,7 @@ def _streamed_data(config, workdir):
         batch_fn = lambda batch, rng: _model_arrays(batch)  # noqa: E731
     return pipeline.TaskData(
         train_ds=train,
-        eval_ds=pipeline.rows(_model_arrays(eval_set)),
+        eval_ds=_eval_rows(config, tokenizer, eval_documents),
         tokenizer=tokenizer,
         vocab_size=tokenizer.vocab_size,
         batch_fn=batch_fn,
@@ -157,23 +168,16 @@ def _make_data(config, workdir=None):
     train_docs, eval_docs = documents[:-num_eval], documents[-num_eval:]
     tokenizer = make_tokenizer(config, [s for d in train_docs for s in d], workdir)
     train_docs = pretraining.tokenize_documents(train_docs, tokenizer)
-    eval_docs = pretraining.tokenize_documents(eval_docs, tokenizer)
-    common = dict(
-        max_seq_length=config.seq_len,
-        short_seq_prob=config.data.short_seq_prob,
-        **_masking_kwargs(config),
-    )
     dynamic = config.data.dynamic_masking
     train = pretraining.create_pretraining_data(
         train_docs,
         tokenizer,
         np.random.default_rng(config.seed),
+        max_seq_length=config.seq_len,
+        short_seq_prob=config.data.short_seq_prob,
         dupe_factor=config.data.dupe_factor,
         mask=not dynamic,
-        **common,
-    )
-    eval_set = pretraining.make_eval_set(
-        eval_docs, tokenizer, config.data.eval_seed, dupe_factor=1, **common
+        **_masking_kwargs(config),
     )
     batch_fn = None
     if dynamic:
@@ -183,7 +187,7 @@ def _make_data(config, workdir=None):
         train = _model_arrays(train)
     return pipeline.TaskData(
         train_ds=pipeline.rows(train),
-        eval_ds=pipeline.rows(_model_arrays(eval_set)),
+        eval_ds=_eval_rows(config, tokenizer, eval_docs),
         tokenizer=tokenizer,
         vocab_size=tokenizer.vocab_size,
         batch_fn=batch_fn,
