@@ -92,8 +92,64 @@ def test_full_model_matches_numpy_float64():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_causality_by_gradients():
-    """The loss at position t has zero gradient w.r.t. inputs after t (and nonzero before)."""
+@pytest.mark.parametrize("length", [9, 12])
+def test_blocked_causal_attention_matches_numpy_float64(monkeypatch, length):
+    """Causal attention in query blocks (the blocks above the diagonal skipped) against float64,
+    with a block size that does and does not divide the length."""
+    monkeypatch.setattr(transformer, "CAUSAL_BLOCK", 4)
+    cfg = _cfg()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, length, cfg.emb_dim)).astype(np.float32)
+    module = transformer.MultiHeadAttention(cfg)
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (2, length, length))
+    variables = module.init(jax.random.PRNGKey(0), x, mask)
+    params = jax.tree.map(
+        lambda b: np.asarray(b.value, np.float64),
+        variables["params"],
+        is_leaf=lambda b: hasattr(b, "value"),
+    )
+    got = module.apply(variables, x, mask)
+    want = _np_attention(x.astype(np.float64), params["qkv"]["kernel"], params["out"]["kernel"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
+    """Values and gradients of the blocked path equal one softmax over all keys, also with
+    padded keys hidden by the mask (a padded query row attends to the real keys)."""
+    rng = np.random.default_rng(2)
+    q, k, v, g = (jnp.asarray(rng.normal(size=(2, 10, 2, 4)), jnp.float32) for _ in range(4))
+    real = jnp.asarray([[1] * 10, [1] * 6 + [0] * 4], bool)
+    mask = jnp.tril(jnp.ones((10, 10), bool))[None] & real[:, None, :]
+
+    def loss(q, k, v):
+        out = transformer.dot_product_attention(q, k, v, mask, causal=True)
+        return jnp.sum(out * g), out
+
+    want = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    monkeypatch.setattr(transformer, "CAUSAL_BLOCK", 3)
+    got = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_tanh_gradient_matches_float64_finite_differences():
+    x = np.linspace(-6, 6, 241)
+
+    def gelu64(x):
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+    eps = 1e-6
+    want = (gelu64(x + eps) - gelu64(x - eps)) / (2 * eps)
+    got = jax.grad(lambda x: transformer.gelu_tanh(x).sum())(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, want, atol=1e-5)  # float32 rounding; a wrong term is ~0.1
+    np.testing.assert_allclose(transformer.gelu_tanh(jnp.asarray(x, jnp.float32)), gelu64(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [128, 5])
+def test_causality_by_gradients(monkeypatch, block):
+    """The loss at position t has zero gradient w.r.t. inputs after t (and nonzero before),
+    with one attention block and with the queries split into causal blocks of 5."""
+    monkeypatch.setattr(transformer, "CAUSAL_BLOCK", block)
     cfg = _cfg()
     params, tokens = _init(cfg)
     model = Transformer(cfg)
