@@ -1,0 +1,81 @@
+"""The per-op profile: FLOPs and model paths read from HLO, times from trace events, and the
+entry point end to end on a tiny model."""
+
+import re
+import subprocess
+import sys
+
+from lmjax.train import profile
+
+HLO = """\
+HloModule jit_train_step, entry_computation_layout={()}
+
+%fused_dot (param_0: f32[8,16], param_1: f32[16,32]) -> f32[8,32] {
+  %param_0 = f32[8,16]{1,0} parameter(0)
+  %param_1 = f32[16,32]{1,0} parameter(1)
+  ROOT %dot.1 = f32[8,32]{1,0} dot(%param_0, %param_1), lhs_contracting_dims={1}, rhs_contracting_dims={0}, metadata={op_name="jit(train_step)/jvp(Transformer)/Transformer.encode/block_0/mlp/fc/dot_general"}
+}
+
+%fused_gelu (param_0.1: f32[8,32]) -> f32[8,32] {
+  %param_0.1 = f32[8,32]{1,0} parameter(0)
+  %tanh.1 = f32[8,32]{1,0} tanh(%param_0.1), metadata={op_name="jit(train_step)/transpose(jvp(Transformer))/Transformer.encode/block_1/mlp/tanh"}
+  ROOT %multiply.1 = f32[8,32]{1,0} multiply(%tanh.1, %param_0.1)
+}
+
+ENTRY %main (p0: f32[8,16], p1: f32[16,32]) -> f32[8,32] {
+  %p0 = f32[8,16]{1,0} parameter(0)
+  %p1 = f32[16,32]{1,0} parameter(1)
+  %ynn_fusion.3 = f32[8,32]{1,0} fusion(%p0, %p1), kind=kCustom, calls=%fused_dot
+  ROOT %tanh_fusion = f32[8,32]{1,0} fusion(%ynn_fusion.3), kind=kLoop, calls=%fused_gelu
+}
+"""
+
+
+def test_parse_hlo_counts_dot_flops_and_names_the_layer():
+    ops = profile.parse_hlo(HLO)
+    dot, gelu = ops["ynn_fusion.3"], ops["tanh_fusion"]
+    assert dot.flops == 2 * 8 * 32 * 16
+    assert dot.where == "fwd block_0/mlp/fc"
+    assert gelu.flops == 0
+    assert gelu.kinds == {"tanh": 1, "multiply": 1}
+    assert gelu.where == "bwd block_1/mlp/tanh"
+
+
+def test_op_times_and_report():
+    ops = profile.parse_hlo(HLO)
+    events = [  # two steps; durations in microseconds
+        {"name": "ynn_fusion.3", "dur": 3000, "args": {"hlo_op": "ynn_fusion.3"}},
+        {"name": "tanh_fusion", "dur": 1000},
+        {"name": "ynn_fusion.3", "dur": 5000, "args": {"hlo_op": "ynn_fusion.3"}},
+        {"name": "tanh_fusion", "dur": 1000},
+        {"name": "ThunkExecutor::Execute", "dur": 99000},  # not an op of the module
+    ]
+    ran = profile.op_times(ops, events, steps=2)
+    assert [(o.name, o.ms, o.calls) for o in ran] == [
+        ("ynn_fusion.3", 4.0, 1),
+        ("tanh_fusion", 1.0, 1),
+    ]
+    text = profile.report(ran, step_ms=5.5)
+    assert "matmuls 4.0 ms (80%" in text
+    assert "other 1.0 ms (20%)" in text
+    assert re.search(r"4\.00\s+1\s+fwd mlp/fc \(matmul\)", text)
+
+
+def test_profile_entry_point_on_a_tiny_model():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "experiments/profile.py",
+            "--config=configs/gpt_shakespeare_char.py:test",
+            "--steps=2",
+            "--top=50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    first = re.search(r"matmuls ([\d.]+) ms \((\d+)%, ([\d.]+) GFLOP", out.stdout)
+    assert first, out.stdout
+    assert float(first.group(3)) > 0  # the model's dots were found in the HLO
+    assert "fwd mlp/fc (matmul)" in out.stdout
