@@ -1,5 +1,7 @@
 """The Transformer against numpy float64 references, causality, and the KV cache."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,17 +134,25 @@ def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_gelu_tanh_gradient_matches_float64_finite_differences():
-    x = np.linspace(-6, 6, 241)
+def _gelu_tanh64(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
-    def gelu64(x):
-        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+def _gelu_erf64(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+@pytest.mark.parametrize("name, gelu64", [("gelu_tanh", _gelu_tanh64), ("gelu", _gelu_erf64)])
+def test_gelu_gradient_matches_float64_finite_differences(name, gelu64):
+    """The GELUs' hand-written backward passes against float64 central differences."""
+    gelu = transformer.ACTIVATIONS[name]
+    x = np.linspace(-6, 6, 241)
 
     eps = 1e-6
     want = (gelu64(x + eps) - gelu64(x - eps)) / (2 * eps)
-    got = jax.grad(lambda x: transformer.gelu_tanh(x).sum())(jnp.asarray(x, jnp.float32))
+    got = jax.grad(lambda x: gelu(x).sum())(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(got, want, atol=1e-5)  # float32 rounding; a wrong term is ~0.1
-    np.testing.assert_allclose(transformer.gelu_tanh(jnp.asarray(x, jnp.float32)), gelu64(x), atol=1e-5)
+    np.testing.assert_allclose(gelu(jnp.asarray(x, jnp.float32)), gelu64(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("block", [128, 5])

@@ -47,9 +47,29 @@ def _gelu_tanh_bwd(x, g):
 
 gelu_tanh.defvjp(_gelu_tanh_fwd, _gelu_tanh_bwd)
 
+
+@jax.custom_vjp
+def gelu_erf(x: jax.Array) -> jax.Array:
+    """The exact (erf) GELU of BERT, its backward recomputing the Gaussian terms from x, as
+    `gelu_tanh` does (the tiny BERT pretraining step: 137 -> 127 ms, 2-core Zen 5)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_erf_fwd(x):
+    return jax.nn.gelu(x, approximate=False), x
+
+
+def _gelu_erf_bwd(x, g):
+    cdf = 0.5 * (1 + jax.lax.erf(x * (1 / math.sqrt(2))))
+    pdf = jnp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+    return (g * (cdf + x * pdf),)
+
+
+gelu_erf.defvjp(_gelu_erf_fwd, _gelu_erf_bwd)
+
 ACTIVATIONS = {
     "gelu_tanh": gelu_tanh,  # GPT-2
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU: BERT, nanoGPT
+    "gelu": gelu_erf,  # exact erf GELU: BERT, nanoGPT
 }
 
 
