@@ -13,7 +13,11 @@ phases, max_predictions_per_seq 20 at 128 and 80 at 512. Differences: the decay 
 cosine to 0 (the paper decays linearly), and the corpus is a prepared TFDS dataset (English
 Wikipedia by default; BooksCorpus is not in TFDS). Phase 2 starts from phase 1's weights with a
 fresh optimizer, as google-research/bert's `init_checkpoint` does.
-Presets: `phase1` (default), `phase2`, `test` (a tiny model on the embedded WikiText-2, for CI).
+Presets: `phase1` (default), `phase2`, `test` (a tiny model on the embedded WikiText-2, for CI),
+`benchmark` (phase 1's step for experiments/benchmark.py on an accelerator, random batches:
+T128, batch 256, bfloat16, dropout 0.1; benchmarks/accelerator.sh):
+
+  python experiments/benchmark.py --config=configs/bert_base.py:benchmark --steps=20
 """
 
 import ml_collections
@@ -84,6 +88,10 @@ def get_config(arg=None):
 
     if arg == "phase1":
         pass
+    elif arg == "benchmark":
+        # Phase 1's step as it trains (BERT's attention dropout rules out the cuDNN kernel);
+        # the benchmark times random batches, so no data is read.
+        pass
     elif arg == "phase2":
         config.seq_len = 512
         config.data.max_predictions_per_seq = 80
@@ -104,5 +112,5 @@ def get_config(arg=None):
         config.batch_size = 8
         config = config_defaults.shrink_for_test(config)
     else:
-        raise ValueError(f"unknown preset {arg!r}; known: phase1, phase2, test")
+        raise ValueError(f"unknown preset {arg!r}; known: phase1, phase2, test, benchmark")
     return config

@@ -11,7 +11,11 @@ BPE trained on the corpus (`data.tokenizer="bpe"`), or GPT-2's own: pass its tok
 Optimizer and schedule follow nanoGPT's GPT-2 recipe (6e-4 peak, 2000 warmup, cosine to 6e-5,
 AdamW b2 0.95, weight decay 0.1, clip 1.0), with 0.5M-token batches made of `grad_accum_steps`
 micro-batches where memory needs it.
-Presets: `:test` (a two-layer model on the embedded Shakespeare text with a small BPE, for CI).
+Presets: `:test` (a two-layer model on the embedded Shakespeare text with a small BPE, for CI);
+`:benchmark` (the step alone on one accelerator, random batches; benchmarks/accelerator.sh):
+
+  python experiments/benchmark.py --config=configs/gpt2_124m.py:benchmark --steps=20 \
+      --config.model.attention_impl=cudnn      # on NVIDIA GPUs; TPUs keep "xla"
 """
 
 import ml_collections
@@ -88,6 +92,12 @@ def get_config(arg=None):
         config.seq_len = 64
         config.grad_accum_steps = 2
         config = config_defaults.shrink_for_test(config)
+    elif arg == "benchmark":
+        # 32 sequences of 1024 tokens in one step, no accumulation: sized for one 80-141 GB GPU
+        # (bfloat16 compute, float32 parameters and Adam state, no remat); scale batch_size with
+        # the devices.
+        config.batch_size = 32
+        config.grad_accum_steps = 1
     elif arg:
-        raise ValueError(f"unknown preset {arg!r}; known: test")
+        raise ValueError(f"unknown preset {arg!r}; known: test, benchmark")
     return config

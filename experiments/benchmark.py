@@ -4,14 +4,20 @@
       [--config.model.num_layers=6 ...]
   python experiments/benchmark.py --config=configs/bert_books.py --data_only=1500 \
       --config.data.path=../shared/data/gutenberg/books      # the input pipeline alone
+  python experiments/benchmark.py --suite [--suite_steps=30]  # lmjax and peers, one table
 
 MFU counts 6 * N + 12 * L * D * T FLOPs per token (PaLM appendix B, nanoGPT's estimate_mfu)
 against the peak of the device: a spec-sheet value for known TPUs/GPUs, else a measured matmul.
+`--suite` times each shape of `lmjax.train.benchmark.SUITE` in lmjax (a fresh process each, on
+the CPU) and in its peer (nanoGPT, Hugging Face transformers: PyTorch on the CPU, where they
+import) one after the other, and prints a markdown table.
 """
 
 import json
+import os
+import sys
 
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from lmjax import cli
@@ -24,11 +30,24 @@ _REAL_DATA = flags.DEFINE_bool("real_data", False, "Time on real batches instead
 _DATA_ONLY = flags.DEFINE_integer(
     "data_only", 0, "Time the input pipeline alone over this many batches (no model)."
 )
-flags.mark_flags_as_required(["config"])
+_SUITE = flags.DEFINE_bool("suite", False, "Time lmjax and its peers at the suite's shapes.")
+_SUITE_STEPS = flags.DEFINE_integer("suite_steps", 30, "Timed steps per point of --suite.")
+_PEER_PYTHON = flags.DEFINE_string(
+    "peer_python", sys.executable, "The Python (with torch) that runs the peers of --suite."
+)
 
 
 def main(argv):
     del argv
+    if _SUITE.value:
+        script = os.path.abspath(__file__)
+        rows = benchmark.run_suite(
+            benchmark.SUITE, _SUITE_STEPS.value, script, python=_PEER_PYTHON.value
+        )
+        print(benchmark.format_suite(rows, benchmark.suite_header(_SUITE_STEPS.value)))
+        return
+    if _CONFIG.value is None:
+        raise app.UsageError("give --config=FILE (or --suite)")
     if _DATA_ONLY.value:
         result = benchmark.run_data(_CONFIG.value, _DATA_ONLY.value)
     else:

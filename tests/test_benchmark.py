@@ -1,12 +1,17 @@
-"""The benchmark prints a JSON line whose numbers agree with each other."""
+"""The benchmark prints a JSON line whose numbers agree with each other; the suite's table, its
+peers' commands and the accelerator script (shrunk to the CPU) work."""
 
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from lmjax import flops
-from tests.conftest import CONFIGS, run_script
+from lmjax.train import benchmark
+from tests.conftest import CONFIGS, REPO, run_script, script_env
 
 
 def test_benchmark_prints_consistent_json():
@@ -28,6 +33,7 @@ def test_benchmark_prints_consistent_json():
         result["model_flops_per_step"] / (result["step_ms"] / 1000) / result["peak_flops"]
     )
     assert 0 < result["mfu"] < 1
+    assert result["peak_flops_source"] == "measured float32 matmul"
 
 
 def test_data_benchmark_times_the_streamed_books():
@@ -39,3 +45,160 @@ def test_data_benchmark_times_the_streamed_books():
     result = json.loads(out.strip().splitlines()[-1])
     assert result["batches"] == 20 and result["batch_ms"] > 0 and result["peak_rss_mb"] > 0
     assert result["tokens_per_sec"] == pytest.approx(8 * 64 / result["batch_ms"] * 1000)
+
+
+#### The suite (experiments/benchmark.py --suite)
+
+TINY_GPT = {
+    "model.num_layers": 1,
+    "model.num_heads": 2,
+    "model.emb_dim": 32,
+    "model.mlp_dim": 128,
+    "seq_len": 16,
+    "batch_size": 2,
+}
+
+
+def _cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+# Stands for experiments/benchmark.py: a JSON line with the arguments it got; fails on batch 3.
+FAKE_BENCHMARK = """import json, sys
+if "--config.batch_size=3" in sys.argv:
+    sys.exit("boom")
+print("step 1 ...")
+print(json.dumps({"step_ms": 4.0, "mfu": 0.125, "argv": sys.argv[1:]}))
+"""
+
+
+def test_suite_runs_each_point_and_tabulates_with_a_dash_where_a_figure_is_missing(tmp_path):
+    script = tmp_path / "benchmark.py"
+    script.write_text(FAKE_BENCHMARK)
+    six_ms = lambda config, steps, python: [python, "-c", "print(6)"]
+    peers = {
+        "absent": benchmark.Peer("nopeer", ("lmjax_no_such_module",), (), six_ms, float),
+        "fake": benchmark.Peer("fake", ("json",), (), six_ms, float),
+    }
+    config = "configs/gpt_shakespeare_char.py"
+    points = [
+        benchmark.Point(config, TINY_GPT, peer="absent"),
+        benchmark.Point(config, {**TINY_GPT, "model.dropout_rate": 0.0}, peer="fake"),
+        benchmark.Point(config, {**TINY_GPT, "batch_size": 3}, peer="fake"),
+    ]
+    rows = benchmark.run_suite(points, 2, str(script), peers=peers, log=lambda line: None)
+    assert rows[0].lmjax["argv"] == [
+        f"--config={CONFIGS}/gpt_shakespeare_char.py",
+        *(f"--config.{k}={v}" for k, v in TINY_GPT.items()),
+        "--steps=2",
+    ]
+    assert rows[1].lmjax["argv"][-2] == "--config.model.dropout_rate=0.0"
+    lines = benchmark.format_suite(rows, "HEADER").splitlines()
+    assert lines[:4] == [
+        "HEADER",
+        "",
+        "| shape | peer | lmjax ms/step | peer ms/step | peer / lmjax | lmjax MFU |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    label = "gpt_shakespeare_char L1 H2 C32 MLP128 T16 B2"
+    assert _cells(lines[4]) == [label, "nopeer", "4.0", "-", "-", "12.5%"]
+    assert _cells(lines[5]) == [label, "fake", "4.0", "6.0", "1.50", "12.5%"]
+    failed = "gpt_shakespeare_char L1 H2 C32 MLP128 T16 B3"
+    assert _cells(lines[6]) == [failed, "fake", "-", "6.0", "-", "-"]
+    assert lines[7:] == [
+        "",
+        f"- {label}: nopeer not run: ModuleNotFoundError: No module named 'lmjax_no_such_module'",
+        f"- {failed}: lmjax: exit status 1: boom",
+    ]
+
+
+def test_suite_peers_get_the_shapes_of_the_lmjax_configs():
+    gpt_small, gpt_large, bert_tiny, bert_base = (benchmark.load_config(p) for p in benchmark.SUITE)
+    assert benchmark.SUITE[2].overrides == {}  # the tiny BERT runs as it trains
+    nanogpt = benchmark.PEERS["nanogpt"].command
+    assert nanogpt(gpt_small, 30, "py")[2:] == ["4", "4", "128", "64", "12", "35"]
+    assert nanogpt(gpt_large, 30, "py")[2:] == ["6", "6", "384", "256", "8", "35"]
+    torch_bert = benchmark.PEERS["transformers"].command
+
+    def flags(config):
+        return dict(a[2:].split("=") for a in torch_bert(config, 30, "py")[2:])
+
+    assert flags(bert_tiny) == {
+        "layers": "2", "hidden": "128", "heads": "2", "intermediate": "512", "vocab": "8000",
+        "max_position": "128", "seq_len": "128", "batch": "32", "max_predictions": "20",
+        "dropout": "0.1", "steps": "30",
+    }  # fmt: skip
+    base = flags(bert_base)
+    assert (base["hidden"], base["heads"], base["intermediate"]) == ("768", "12", "3072")
+    assert (base["vocab"], base["max_position"], base["seq_len"]) == ("30522", "512", "128")
+    labels = [benchmark.point_label(benchmark.load_config(p), p) for p in benchmark.SUITE]
+    assert labels[0] == "gpt_shakespeare_char L4 H4 C128 MLP512 T64 B12"
+    assert labels[1] == "gpt_shakespeare_char L6 H6 C384 MLP1536 T256 B8"
+
+
+def test_accelerator_presets():
+    gpt = benchmark.load_config(benchmark.Point("configs/gpt2_124m.py:benchmark"))
+    assert (gpt.batch_size, gpt.seq_len, gpt.grad_accum_steps) == (32, 1024, 1)
+    assert (gpt.model.dtype, gpt.data.vocab_size, gpt.model.num_layers) == ("bfloat16", 50257, 12)
+    bert = benchmark.load_config(benchmark.Point("configs/bert_base.py:benchmark"))
+    assert (bert.batch_size, bert.seq_len, bert.model.dtype) == (256, 128, "bfloat16")
+
+
+def test_cpu_name_is_specific():
+    name = benchmark.cpu_name()
+    assert name and (any(c.isdigit() for c in name) or "family" in name)
+
+
+#### The peer: benchmarks/torch_bert.py
+
+TINY_BERT = ["--layers=1", "--hidden=32", "--heads=2", "--intermediate=64", "--vocab=100",
+             "--max_position=16", "--seq_len=16", "--batch=2", "--max_predictions=3"]  # fmt: skip
+
+
+def test_torch_bert_prints_its_json_line():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "torch_bert.py"), *TINY_BERT,
+         "--steps=2", "--warmup=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["impl"] == "transformers" and result["step_ms"] > 0
+    assert result["tokens_per_sec"] == pytest.approx(2 * 16 / result["step_ms"] * 1000)
+    assert 1 <= result["threads"] <= result["cores"]
+
+
+def test_torch_bert_gathered_head_gives_the_same_loss(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    spec = importlib.util.spec_from_file_location("torch_bert", f"{REPO}/benchmarks/torch_bert.py")
+    torch_bert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(torch_bert)
+    losses = []
+    for extra in ([], ["--gather_masked"]):
+        torch_bert.main([*TINY_BERT, "--steps=1", "--warmup=0", "--dropout=0", *extra])
+        losses.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+#### The accelerator script, shrunk to the CPU
+
+
+def test_accelerator_script_runs_its_cpu_mode():
+    proc = subprocess.run(
+        ["bash", os.path.join(REPO, "benchmarks", "accelerator.sh"), "--cpu"],
+        env={**script_env(), "PYTHON": sys.executable},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 4, proc.stdout
+    for line, model in zip(table[2:], ("gpt2_124m", "bert_base"), strict=True):
+        name, params, _, shape, dtype, ms, *_, mfu, peak = _cells(line)
+        assert (name, shape, dtype) == (model, "1 x 32" if model == "gpt2_124m" else "2 x 32",
+                                        "bfloat16"), line  # fmt: skip
+        assert float(ms) > 0 and mfu.endswith("%") and "measured bfloat16 matmul" in peak
+        # The random batches use the config's vocabulary (512 rows of width 64 here), not 65.
+        assert float(params.rstrip("M")) * 1e6 > 512 * 64
