@@ -204,6 +204,27 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
     np.testing.assert_allclose(l16, l32, atol=5e-2)
 
 
+def test_bfloat16_matmul_rounds_inputs_sums_in_float32_and_keeps_kernel_grads_float32():
+    """The bf16 matmul and its two backward matmuls equal float64 products of bf16-rounded
+    operands (rounded once at the end), and the kernel's gradient stays float32."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 5, 24)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(24, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, 5, 3, 4)), jnp.bfloat16)
+
+    def r(a):  # bf16-rounded, as float64
+        return np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)
+
+    y, vjp = jax.vjp(lambda x, w: transformer.matmul(x, w, 1, jnp.bfloat16), x, w)
+    dx, dw = vjp(g)
+    assert y.dtype == jnp.bfloat16 and dx.dtype == jnp.float32 and dw.dtype == jnp.float32
+    x2, w2, g2 = r(x).reshape(10, 24), r(w).reshape(24, 12), r(g).reshape(10, 12)
+    one_ulp = dict(rtol=2**-8, atol=1e-6)  # the float32 sum may round the other way
+    np.testing.assert_allclose(np.asarray(y, np.float64), r(x2 @ w2).reshape(2, 5, 3, 4), **one_ulp)
+    np.testing.assert_allclose(dx, r(g2 @ w2.T).reshape(2, 5, 24), **one_ulp)
+    np.testing.assert_allclose(dw, (x2.T @ g2).reshape(24, 3, 4), rtol=1e-6, atol=1e-6)
+
+
 def test_remat_equals_no_remat():
     cfg = _cfg()
     params, tokens = _init(cfg)
