@@ -1,5 +1,6 @@
 """The per-op profile: FLOPs and model paths read from HLO, times from trace events, and the
 entry point end to end on a tiny model."""
+# ruff: noqa: E501  (the HLO lines below are long)
 
 import re
 import subprocess

@@ -130,7 +130,7 @@ def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
     want = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
     monkeypatch.setattr(transformer, "CAUSAL_BLOCK", 3)
     got = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
