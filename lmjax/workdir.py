@@ -220,12 +220,25 @@ def _is_alive(holder: dict) -> bool:
     if holder.get("host") != socket.gethostname():
         return time.time() - holder.get("heartbeat", holder.get("since", 0)) < STALE_AFTER
     try:
-        os.kill(int(holder.get("pid", 0)) or -1, 0)
+        pid = int(holder.get("pid", 0)) or -1
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError, ValueError):
         return True  # another user's live process, or a pid we cannot test: assume it runs
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process whose parent has not reaped it yet still answers `os.kill(pid, 0)`
+    (Linux: state Z or X in /proc/PID/stat); it runs nothing. Seen when a sweep driver and its
+    train.py are killed together and the orphan waits for an init that reaps late."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False  # no /proc (macOS) or the process just went: os.kill decided
+    return state in ("Z", "X")
 
 
 def _describe(holder: dict) -> str:

@@ -157,6 +157,26 @@ def test_a_live_holder_stops_a_second_run_naming_it(tmp_path):
     assert f"stale lock of pid {other.pid}" in warn.call_args[0][0] % warn.call_args[0][1:]
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_killed_holder_not_yet_reaped_is_stale(tmp_path):
+    """A zombie (killed, its parent has not waited for it) still answers kill(pid, 0): the
+    case of a sweep driver and its train.py killed together, the orphan reaped late."""
+    workdir = str(tmp_path / "run")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        other.kill()
+        for _ in range(100):  # until it is a zombie: dead, not reaped (we do not wait yet)
+            with open(f"/proc/{other.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        os.kill(other.pid, 0)  # still "exists"
+        _write_lock(workdir, host=socket.gethostname(), pid=other.pid, since=time.time())
+        workdir_lib.check_unlocked(workdir)  # no error: the holder runs nothing
+    finally:
+        other.wait()
+
+
 def test_a_holder_on_another_host_is_stale_once_its_heartbeat_stops(tmp_path):
     workdir = str(tmp_path / "run")
     _write_lock(workdir, host="node-7", pid=1, since=0.0, heartbeat=time.time() - 10)
