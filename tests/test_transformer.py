@@ -48,12 +48,11 @@ def _np_layer_norm(x, scale, eps):
     return (x - mean) / np.sqrt(var + eps) * scale
 
 
-def test_attention_matches_numpy_float64():
-    cfg = _cfg()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 7, cfg.emb_dim)).astype(np.float32)
+def _check_causal_attention_against_numpy(cfg, x):
+    """The causal MultiHeadAttention of `cfg` on x [B, T, D] against the float64 rewrite."""
+    batch, length = x.shape[:2]
     module = transformer.MultiHeadAttention(cfg)
-    mask = jnp.broadcast_to(jnp.tril(jnp.ones((7, 7), bool)), (2, 7, 7))
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (batch, length, length))
     variables = module.init(jax.random.PRNGKey(0), x, mask)
     params = jax.tree.map(
         lambda b: np.asarray(b.value, np.float64),
@@ -63,6 +62,12 @@ def test_attention_matches_numpy_float64():
     got = module.apply(variables, x, mask)
     want = _np_attention(x.astype(np.float64), params["qkv"]["kernel"], params["out"]["kernel"])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_matches_numpy_float64():
+    cfg = _cfg()
+    x = np.random.default_rng(0).normal(size=(2, 7, cfg.emb_dim)).astype(np.float32)
+    _check_causal_attention_against_numpy(cfg, x)
 
 
 def test_layer_norm_matches_numpy_float64():
@@ -100,19 +105,8 @@ def test_blocked_causal_attention_matches_numpy_float64(monkeypatch, length):
     with a block size that does and does not divide the length."""
     monkeypatch.setattr(transformer, "CAUSAL_BLOCK", 4)
     cfg = _cfg()
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(2, length, cfg.emb_dim)).astype(np.float32)
-    module = transformer.MultiHeadAttention(cfg)
-    mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (2, length, length))
-    variables = module.init(jax.random.PRNGKey(0), x, mask)
-    params = jax.tree.map(
-        lambda b: np.asarray(b.value, np.float64),
-        variables["params"],
-        is_leaf=lambda b: hasattr(b, "value"),
-    )
-    got = module.apply(variables, x, mask)
-    want = _np_attention(x.astype(np.float64), params["qkv"]["kernel"], params["out"]["kernel"])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    x = np.random.default_rng(1).normal(size=(2, length, cfg.emb_dim)).astype(np.float32)
+    _check_causal_attention_against_numpy(cfg, x)
 
 
 def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
