@@ -11,33 +11,18 @@ fixed random 2,000 of the rest for 10 epochs, dev is read only at the selected r
 arm has the same architecture and the books' 16k vocabulary.
 """
 
-from lmjax.sweep import product
+import os
+
+from lmjax.sweep.spec import load_sweep_file
+
+# Everything but the pretraining and the scratch arm's vocabulary comes from the original file.
+_ORIGINAL = load_sweep_file(os.path.join(os.path.dirname(__file__), "sst2_few_labels.py"))
+SEEDS = _ORIGINAL.SEEDS
+get_sweep = _ORIGINAL.get_sweep
+get_finetune_sweep = _ORIGINAL.get_finetune_sweep
+FINETUNE_CONFIG = _ORIGINAL.FINETUNE_CONFIG
 
 CONFIG = "configs/bert_books.py"
-SEEDS = [0, 1, 2]
 BASE = {"data.path": "../shared/data/gutenberg/books"}
-
-
-def get_sweep():
-    return [{"seed": 0}]
-
-
-FINETUNE_CONFIG = "configs/sst2_finetune.py"
-STEPS = 10 * 2000 // 32
-FINETUNE_BASE = {
-    "data.holdout_size": 2000,
-    "data.train_examples": 2000,
-    "data.vocab_path": "gutenberg_vocab_16k",  # the scratch arm's; init_from brings its own
-    "num_train_steps": STEPS,
-    "warmup_steps": STEPS // 10,
-    "log_every_steps": 125,
-    "eval_every_steps": 125,
-    "checkpoint_every_steps": 625,
-    "checkpoint_max_to_keep": 1,
-}
-
-
-def get_finetune_sweep(points):
-    arms = [{"init_from": points[0]}, {"init_from": ""}]
-    grid = product(("learning_rate", [1e-4, 3e-4, 1e-3]), ("seed", SEEDS))
-    return sorted(({**arm, **g} for arm in arms for g in grid), key=lambda p: p["seed"])
+# The scratch arm's vocabulary (init_from brings its own).
+FINETUNE_BASE = {**_ORIGINAL.FINETUNE_BASE, "data.vocab_path": "gutenberg_vocab_16k"}
