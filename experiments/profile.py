@@ -25,7 +25,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from lmjax import cli  # noqa: E402
-from lmjax.train import build, profile  # noqa: E402
+from lmjax.train import benchmark, build, profile  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Traced steps (after compilation and warmup).")
@@ -38,7 +38,7 @@ def main(argv):
     del argv
     s = build.setup(_CONFIG.value)
     config, task = s.config, s.task
-    vocab_size = config.get("vocab_size", 65)
+    vocab_size = benchmark.fake_vocab_size(config)  # the same random batches as benchmark.py
     with s.activate():
         b = build.build(s, task.make_model(vocab_size))
         batch = task.fake_batch(vocab_size)

@@ -27,6 +27,12 @@ from lmjax.data import pipeline
 from lmjax.train import build
 
 
+def fake_vocab_size(config: ml_collections.ConfigDict) -> int:
+    """The vocabulary of random batches: the config's (GPT-2's 50257, BERT's 30522); a
+    character-level config has none: tiny Shakespeare's 65 characters."""
+    return config.data.get("vocab_size", 65)
+
+
 def run(
     config: ml_collections.ConfigDict, steps: int = 40, warmup: int = 5, real_data: bool = False
 ) -> dict:
@@ -42,9 +48,7 @@ def run(
             )
             batches = [next(it) for _ in range(8)]
         else:
-            # The config's vocabulary (GPT-2's 50257, BERT's 30522); a character-level config
-            # has none: tiny Shakespeare's 65 characters.
-            vocab_size = config.data.get("vocab_size", 65)
+            vocab_size = fake_vocab_size(config)
             batches = [task.fake_batch(vocab_size)]
         b = build.build(s, task.make_model(vocab_size))
         compiled = b.steps
