@@ -1,6 +1,7 @@
 """The Transformer against numpy float64 references, causality, and the KV cache."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -198,25 +199,57 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
     np.testing.assert_allclose(l16, l32, atol=5e-2)
 
 
-def test_bfloat16_matmul_rounds_inputs_sums_in_float32_and_keeps_kernel_grads_float32():
+@pytest.mark.parametrize("kernel_NxK", [False, True])
+@pytest.mark.parametrize("batch", [2, 3])  # M = 10 or 15 rows (the row-major transpose of odd M)
+def test_bfloat16_matmul_rounds_inputs_sums_in_float32_and_keeps_kernel_grads_float32(
+    kernel_NxK, batch
+):
     """The bf16 matmul and its two backward matmuls equal float64 products of bf16-rounded
-    operands (rounded once at the end), and the kernel's gradient stays float32."""
+    operands (rounded once at the end), and the kernel's gradient stays float32; also with the
+    kernel stored [N, K] (a tied embedding as the output layer)."""
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(2, 5, 24)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(24, 3, 4)), jnp.float32)
-    g = jnp.asarray(rng.normal(size=(2, 5, 3, 4)), jnp.bfloat16)
+    x = jnp.asarray(rng.normal(size=(batch, 5, 24)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 4, 24) if kernel_NxK else (24, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(batch, 5, 3, 4)), jnp.bfloat16)
 
     def r(a):  # bf16-rounded, as float64
         return np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)
 
-    y, vjp = jax.vjp(lambda x, w: transformer.matmul(x, w, 1, jnp.bfloat16), x, w)
+    def f(x, w):
+        return transformer.matmul(x, w, 1, jnp.bfloat16, kernel_NxK=kernel_NxK)
+
+    y, vjp = jax.vjp(f, x, w)
     dx, dw = vjp(g)
     assert y.dtype == jnp.bfloat16 and dx.dtype == jnp.float32 and dw.dtype == jnp.float32
-    x2, w2, g2 = r(x).reshape(10, 24), r(w).reshape(24, 12), r(g).reshape(10, 12)
+    m = batch * 5
+    x2, g2 = r(x).reshape(m, 24), r(g).reshape(m, 12)
+    w2 = r(w).reshape(12, 24).T if kernel_NxK else r(w).reshape(24, 12)
     one_ulp = dict(rtol=2**-8, atol=1e-6)  # the float32 sum may round the other way
-    np.testing.assert_allclose(np.asarray(y, np.float64), r(x2 @ w2).reshape(2, 5, 3, 4), **one_ulp)
-    np.testing.assert_allclose(dx, r(g2 @ w2.T).reshape(2, 5, 24), **one_ulp)
-    np.testing.assert_allclose(dw, (x2.T @ g2).reshape(24, 3, 4), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(y, np.float64), r(x2 @ w2).reshape(g.shape), **one_ulp)
+    np.testing.assert_allclose(dx, r(g2 @ w2.T).reshape(x.shape), **one_ulp)
+    dw2 = x2.T @ g2
+    np.testing.assert_allclose(
+        dw, (dw2.T if kernel_NxK else dw2).reshape(w.shape), rtol=1e-6, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("kernel_NxK", [False, True])
+def test_bfloat16_matmuls_compile_to_bfloat16_dots(kernel_NxK):
+    """Forward and both backward matmuls reach XLA:CPU as bf16 x bf16 -> f32 dots: a dot that
+    XLA upcasts to float32 (a column-major operand) runs at half the speed."""
+    x = jnp.ones((64, 48), jnp.float32)
+    w = jnp.ones((32, 48) if kernel_NxK else (48, 32), jnp.float32)
+
+    def loss(x, w):
+        return transformer.matmul(x, w, 1, jnp.bfloat16, kernel_NxK=kernel_NxK).sum()
+
+    hlo = jax.jit(jax.value_and_grad(loss, (0, 1))).lower(x, w).compile().as_text()
+    operand_types = []
+    for computation in hlo.split("\n\n"):  # value names are local to a computation
+        types = dict(re.findall(r"(%[\w.]+) = (\w+)\[", computation))
+        for lhs, rhs in re.findall(r" dot\((%[\w.]+), (%[\w.]+)\)", computation):
+            operand_types.append((types[lhs], types[rhs]))
+    assert operand_types == [("bf16", "bf16")] * 3
 
 
 def test_remat_equals_no_remat():

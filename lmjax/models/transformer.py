@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -134,50 +135,84 @@ def _residual_init_scale(cfg):
     return (2 * cfg.num_layers) ** -0.5 if cfg.scale_residual_init else 1.0
 
 
-@jax.custom_vjp
-def _matmul_f32_accumulate(x_MxK: jax.Array, w_KxN: jax.Array) -> jax.Array:
-    """x @ w in x's 16-bit dtype with float32 products and sums, forward and backward; the
-    gradient of w comes back in w's own dtype (a float32 master kernel keeps float32 sums)."""
-    w_KxN = w_KxN.astype(x_MxK.dtype)
-    return jnp.matmul(x_MxK, w_KxN, preferred_element_type=jnp.float32).astype(x_MxK.dtype)
+# XLA:CPU runs a 16-bit dot on the CPU's bf16 instructions (AVX512-BF16 / AMX, through YNNPACK)
+# only when the left operand is contracted on its last dim and neither operand is column-major;
+# any other dot is upcast to float32 (1024^3 on a 2-core Zen 5: 930 vs 450 GFLOP/s). `w.T` is a
+# column-major view, so the backward matmuls below contract dims with dot_general instead and
+# make the one real transpose they need with _row_major_transpose.
+_CONTRACT_LAST = (((1,), (1,)), ((), ()))  # [M,K] x [N,K] -> [M,N]
 
 
-def _matmul_f32_accumulate_fwd(x_MxK, w_KxN):
-    return _matmul_f32_accumulate(x_MxK, w_KxN), (x_MxK, w_KxN)
+def _row_major_transpose(x_MxK: jax.Array) -> jax.Array:
+    """x.T as a row-major copy: a 2-D transpose stays a column-major view of x, a 3-D one is
+    copied (and the dot that reads it keeps bf16: 805 vs 384 GFLOP/s at 2048x384x1536)."""
+    m, k = x_MxK.shape
+    if m % 2:
+        return x_MxK.T
+    return jnp.transpose(x_MxK.reshape(m // 2, 2, k), (2, 0, 1)).reshape(k, m)
 
 
-def _matmul_f32_accumulate_bwd(res, g_MxN):
-    x_MxK, w_KxN = res
+def _dot_f32(a, b, dims=(((1,), (0,)), ((), ()))):
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul_f32_accumulate(x_MxK: jax.Array, w: jax.Array, kernel_NxK: bool) -> jax.Array:
+    """x @ w ([K,N], or w.T when kernel_NxK) in x's 16-bit dtype with float32 products and
+    sums, forward and backward; the gradient of w comes back in w's own dtype (a float32 master
+    kernel keeps float32 sums)."""
+    w16 = w.astype(x_MxK.dtype)
+    y_MxN = _dot_f32(x_MxK, w16, _CONTRACT_LAST) if kernel_NxK else _dot_f32(x_MxK, w16)
+    return y_MxN.astype(x_MxK.dtype)
+
+
+def _matmul_f32_accumulate_fwd(x_MxK, w, kernel_NxK):
+    return _matmul_f32_accumulate(x_MxK, w, kernel_NxK), (x_MxK, w)
+
+
+def _matmul_f32_accumulate_bwd(kernel_NxK, res, g_MxN):
+    x_MxK, w = res
     g_MxN = g_MxN.astype(x_MxK.dtype)
-    w16_KxN = w_KxN.astype(x_MxK.dtype)
-    dx_MxK = jnp.matmul(g_MxN, w16_KxN.T, preferred_element_type=jnp.float32)
-    dw_KxN = jnp.matmul(x_MxK.T, g_MxN, preferred_element_type=jnp.float32)
-    return dx_MxK.astype(x_MxK.dtype), dw_KxN.astype(w_KxN.dtype)
+    w16 = w.astype(x_MxK.dtype)
+    if kernel_NxK:
+        dx_MxK = _dot_f32(g_MxN, w16)
+        dw = _dot_f32(_row_major_transpose(g_MxN), x_MxK)  # [N,K]
+    else:
+        dx_MxK = _dot_f32(g_MxN, w16, _CONTRACT_LAST)
+        dw = _dot_f32(_row_major_transpose(x_MxK), g_MxN)  # [K,N]
+    return dx_MxK.astype(x_MxK.dtype), dw.astype(w.dtype)
 
 
 _matmul_f32_accumulate.defvjp(_matmul_f32_accumulate_fwd, _matmul_f32_accumulate_bwd)
 
 
-def matmul(x: jax.Array, kernel: jax.Array, num_in: int = 1, dtype: Any = None) -> jax.Array:
-    """Contracts the last `num_in` dims of `x` with the first `num_in` of `kernel`, computing in
+def matmul(
+    x: jax.Array, kernel: jax.Array, num_in: int = 1, dtype: Any = None, kernel_NxK: bool = False
+) -> jax.Array:
+    """Contracts the last `num_in` dims of `x` with the first `num_in` of `kernel` (with its
+    last dim if `kernel_NxK`: a [vocab, emb] embedding as the output layer), computing in
     `dtype` (default: x's). The result has that dtype.
 
     Done as one 2-D matmul: with leading batch dims kept, XLA:CPU fused the backward of the
     activation with a transpose of the [B*T, mlp] gradient and the step ran 1.4x slower.
     In bfloat16 the matmuls, forward and backward, take bfloat16 inputs and return float32
     (`preferred_element_type`), then round: XLA:CPU runs those on the CPU's bf16 dot
-    instructions (AVX512-BF16 / AMX) at ~2x its float32 rate, while a bf16 -> bf16 dot ran no
-    faster than float32 (2-core Zen 5: 1024^3 at 951 vs 445 GFLOP/s).
+    instructions at ~2x its float32 rate, while a bf16 -> bf16 dot ran no faster than float32.
     """
     dtype = jnp.dtype(dtype or x.dtype)
-    in_size = math.prod(kernel.shape[:num_in])
-    out_shape = kernel.shape[num_in:]
-    x_MxK = x.reshape(-1, in_size).astype(dtype)
-    w_KxN = kernel.reshape(in_size, -1)
-    if dtype.itemsize == 2:
-        y = _matmul_f32_accumulate(x_MxK, w_KxN)
+    if kernel_NxK:
+        if num_in != 1:
+            raise ValueError(f"kernel_NxK needs num_in=1, got {num_in}")
+        in_size, out_shape = kernel.shape[-1], kernel.shape[:-1]
     else:
-        y = x_MxK @ w_KxN.astype(dtype)
+        in_size, out_shape = math.prod(kernel.shape[:num_in]), kernel.shape[num_in:]
+    x_MxK = x.reshape(-1, in_size).astype(dtype)
+    w = kernel.reshape(-1, in_size) if kernel_NxK else kernel.reshape(in_size, -1)
+    if dtype.itemsize == 2:
+        y = _matmul_f32_accumulate(x_MxK, w, kernel_NxK)
+    else:
+        w = w.astype(dtype)
+        y = jax.lax.dot_general(x_MxK, w, _CONTRACT_LAST) if kernel_NxK else x_MxK @ w
     return y.reshape(*x.shape[: x.ndim - num_in], *out_shape)
 
 
@@ -492,6 +527,6 @@ class Transformer(nn.Module):
         x_BxTxD, embedding_VxD = self.encode(tokens_BxT, decode=decode, train=train)
         if cfg.norm_position == "pre":  # post-LN blocks end in a LayerNorm already
             x_BxTxD = layer_norm(cfg, "ln_final")(x_BxTxD)
-        logits_BxTxV = matmul(x_BxTxD, embedding_VxD.T, dtype=cfg.dtype)
+        logits_BxTxV = matmul(x_BxTxD, embedding_VxD, dtype=cfg.dtype, kernel_NxK=True)
         logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
         return logits_BxTxV.astype(jnp.float32)
