@@ -11,12 +11,11 @@ The imported workdir's config.json is the project config of its task (`BASE_CONF
 imported architecture, positions and vocabulary; its checkpoint is step 0.
 """
 
-import importlib.util
 import os
 
 from absl import flags, logging
 
-from lmjax import cli, errors
+from lmjax import cli, config_files, errors
 from lmjax.convert import hf
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face model directory (read or written).")
@@ -34,11 +33,9 @@ BASE_CONFIGS = {
 
 
 def base_config(task):
-    path = os.path.join(CONFIGS, BASE_CONFIGS[task])
-    spec = importlib.util.spec_from_file_location("base_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    config = config_files.load_config(os.path.join(CONFIGS, BASE_CONFIGS[task]))
+    config.unlock()  # the import adds the checkpoint's own model keys
+    return config
 
 
 def main(argv):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lmjax import errors, results, sweep
+from lmjax import config_files, errors, results, sweep
 from lmjax import workdir as workdir_lib
 from tests.conftest import CONFIGS, REPO, run_script, script_env
 
@@ -75,7 +75,7 @@ def test_point_names_flags_and_validation(tmp_path):
     assert point.name == "dropout_rate=0.1,path=_x_y.txt,learning_rate=1e-05,weight_decay=0"
     assert "--config.learning_rate=1e-05" in point.args
     assert point.args[-1] == "--config.optimizer.weight_decay=0"  # an int for a float key is fine
-    config = sweep.resolve_config(GPT_TEST, point.overrides)
+    config = config_files.load_config(GPT_TEST, point.overrides)
     assert config.learning_rate == 1e-05 and config.optimizer.weight_decay == 0.0
     bad = _write_sweep(tmp_path, "def get_sweep():\n    return [{'model.num_layers': 2.5}]", "b.py")
     with pytest.raises(ValueError, match="model.num_layers"):

@@ -36,7 +36,7 @@ from lmjax.sweep.spec import (
     product,
     zip_axes,
 )
-from lmjax.sweep.validate import check_overrides, plan, resolve_config
+from lmjax.sweep.validate import check_overrides, plan
 
 __all__ = [
     "FINETUNE",
@@ -53,7 +53,6 @@ __all__ = [
     "plan",
     "point_name",
     "product",
-    "resolve_config",
     "run",
     "train_command",
     "zip_axes",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import csv
 import dataclasses
-import importlib.util
 import math
 import os
 import re
@@ -34,14 +33,10 @@ from collections.abc import Callable, Sequence
 
 from lmjax import results
 from lmjax import workdir as workdir_lib
+from lmjax.config_files import load_config, load_module, resolve_config_path
 from lmjax.sweep.launch import LocalLauncher, Queue, SubmititLauncher
-from lmjax.sweep.spec import Point, resolve_config_path
-from lmjax.sweep.validate import (
-    check_flags,
-    check_overrides,
-    check_same_config,
-    resolve_config,
-)
+from lmjax.sweep.spec import Point
+from lmjax.sweep.validate import check_flags, check_overrides, check_same_config
 from lmjax.tasks import glue_metrics
 
 DEFAULT_CONFIG = "configs/glue.py"
@@ -79,11 +74,7 @@ def load_config_module(config_file: str = DEFAULT_CONFIG) -> types.ModuleType:
     """The task config file (`path[:preset]`; the preset is ignored) as a module, by path:
     its `TRAIN_EXAMPLES` (task -> training examples) and `LEARNING_RATES`."""
     path = resolve_config_path(config_file).partition(":")[0]
-    spec = importlib.util.spec_from_file_location("lmjax_glue_config", path)
-    if spec is None or not os.path.exists(path):
-        raise FileNotFoundError(f"no config file {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(path, "lmjax_glue_config")
     for name in ("TRAIN_EXAMPLES", "LEARNING_RATES"):
         if not hasattr(module, name):
             raise ValueError(f"{path} defines no {name}: is it configs/glue.py?")
@@ -152,7 +143,7 @@ def task_overrides(
     warmup 10%, one eval at the end), then the holdout."""
     out = dict(overrides)
     if epochs is not None:
-        batch_size = int(resolve_config(config_arg, overrides).batch_size)
+        batch_size = int(load_config(config_arg, overrides).batch_size)
         steps = max(1, int(epochs * train_examples) // batch_size)
         out.update(num_epochs=epochs, num_train_steps=steps, warmup_steps=steps // 10,
                    eval_every_steps=steps)  # fmt: skip
@@ -200,7 +191,7 @@ def make_points(
     shared = {}  # task -> (config_arg, overrides every point of the task shares)
     for task in dict.fromkeys(tasks):
         config_arg = f"{file}:{task}" + (f",{preset}" if preset else "")
-        check_overrides(workdir_lib.flatten(resolve_config(config_arg, {})), overrides, task)
+        check_overrides(workdir_lib.flatten(load_config(config_arg, {})), overrides, task)
         examples = module.TRAIN_EXAMPLES[task]
         holdout = holdout_examples(holdout_size, examples)
         shared[task] = config_arg, task_overrides(config_arg, examples, overrides, epochs, holdout)

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import os
 import re
 import types
 
 from lmjax import errors
+from lmjax.config_files import (  # noqa: F401 (re-exported: configs are named as sweeps name them)
+    REPO,
+    absolute_config_path,
+    config_flag,
+    load_module,
+    resolve_config_path,
+)
 
-# Sweep files name their configs relative to the repository (`configs/x.py`).
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FINETUNE = "finetune"  # the second stage's name and subdirectory
 
 Axis = tuple[str, list | tuple | range] | list[dict] | dict
@@ -71,28 +75,12 @@ def _axis_points(axis: Axis) -> list[dict]:
 
 
 def load_sweep_file(path: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("lmjax_sweep_spec", path)
-    if spec is None or not os.path.exists(path):
+    if not os.path.isfile(path):
         raise errors.MissingInput(f"no sweep file {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(path, "lmjax_sweep_spec")
     if not hasattr(module, "get_sweep"):
         raise errors.InputError(f"{path} defines no get_sweep()")
     return module
-
-
-def resolve_config_path(config_arg: str) -> str:
-    """`path[:arg]` as given, else with the path relative to the repository."""
-    file, _, arg = config_arg.partition(":")
-    if not os.path.exists(file) and os.path.exists(os.path.join(REPO, file)):
-        file = os.path.join(REPO, file)
-    return file + (f":{arg}" if arg else "")
-
-
-def absolute_config_path(config_arg: str) -> str:
-    """`path[:arg]` with the path made absolute (point.json's `config_path`)."""
-    file, _, arg = config_arg.partition(":")
-    return os.path.abspath(file) + (f":{arg}" if arg else "")
 
 
 #### Points
@@ -122,19 +110,6 @@ class Point:
     @property
     def label(self) -> str:
         return os.path.join(self.stage, self.name)
-
-
-def config_flag(key: str, value: bool | int | float | str | tuple | list) -> str:
-    """`--config.KEY=VALUE` with VALUE written so that ml_collections parses it back."""
-    if isinstance(value, bool | int | float):
-        text = repr(value)
-    elif isinstance(value, str):
-        text = value
-    elif isinstance(value, tuple | list):
-        text = repr(tuple(value))
-    else:
-        raise TypeError(f"{key}: a {type(value).__name__} cannot be passed as --config.{key}")
-    return f"--config.{key}={text}"
 
 
 def point_name(overrides: dict, config_keys: list[str], parent_name: str | None = None) -> str:

@@ -5,36 +5,18 @@ from __future__ import annotations
 
 import difflib
 import os
-import warnings
-
-import ml_collections
-from absl import flags
-from ml_collections import config_flags
 
 from lmjax import config_checks, errors
 from lmjax import workdir as workdir_lib
+from lmjax.config_files import load_config
 from lmjax.sweep.spec import (
     FINETUNE,
     Point,
     absolute_config_path,
-    config_flag,
     load_sweep_file,
     point_name,
     resolve_config_path,
 )
-
-
-def resolve_config(config_arg: str, overrides: dict) -> ml_collections.ConfigDict:
-    """The config train.py gets from `--config=config_arg` and `--config.KEY=VALUE` flags:
-    parsed by ml_collections' own flag parser, so the types and checks are train.py's."""
-    argv = ["train.py", f"--config={config_arg}"]
-    argv += [config_flag(k, v) for k, v in overrides.items()]
-    flag_values = flags.FlagValues()
-    holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
-    with warnings.catch_warnings():  # ml_collections loads the file with load_module()
-        warnings.simplefilter("ignore", DeprecationWarning)
-        flag_values(argv)
-    return holder.value
 
 
 def check_overrides(base_flat: dict, overrides: dict, where: str) -> None:
@@ -63,7 +45,7 @@ def plan(config_arg: str | None, sweep_path: str, workdir: str) -> list[Point]:
         )  # fmt: skip
     points, first_names = [], {}
     for stage, config, overrides_list, base in stages:
-        base_flat = workdir_lib.flatten(resolve_config(config, {}))
+        base_flat = workdir_lib.flatten(load_config(config, {}))
         for i, own in enumerate(overrides_list):
             if not isinstance(own, dict):
                 raise TypeError(f"{sweep_path}: point {i} of {stage or 'get_sweep'} is not a dict")
@@ -117,7 +99,7 @@ def check_flags(config_arg: str, overrides: dict, where: str) -> int:
     the flags refuse, read back as something else, or out of range (`config_checks`). Returns
     the config's num_train_steps."""
     try:
-        config = resolve_config(config_arg, overrides)
+        config = load_config(config_arg, overrides)
     except Exception as e:  # absl's flag errors: a value of the wrong type
         raise errors.InputError(f"{where}: {e}") from None
     try:  # a value out of range fails the sweep before any of its runs starts

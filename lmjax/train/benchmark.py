@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -22,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lmjax import flops
+from lmjax import config_files, flops
 from lmjax.data import pipeline
 from lmjax.train import build
 
@@ -138,7 +137,7 @@ def run_data(config: ml_collections.ConfigDict, batches: int = 1000) -> dict:
 #### The suite: lmjax and a peer at the same shapes, each point in a fresh process
 
 # Config files are named relative to the repository; the peers' scripts live there too.
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = config_files.REPO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,19 +183,8 @@ SUITE = (
 
 
 def load_config(point: Point) -> ml_collections.ConfigDict:
-    """The point's config file (`path[:arg]`) with its overrides set."""
-    file, _, arg = point.config.partition(":")
-    spec = importlib.util.spec_from_file_location("lmjax_suite_config", os.path.join(REPO, file))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
-    for key, value in point.overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    """The config the point's benchmark command runs with."""
+    return config_files.load_config(point.config, point.overrides)
 
 
 def point_label(config: ml_collections.ConfigDict, point: Point) -> str:
@@ -212,7 +200,7 @@ def point_label(config: ml_collections.ConfigDict, point: Point) -> str:
 def lmjax_command(point: Point, steps: int, script: str) -> list[str]:
     """`experiments/benchmark.py` (`script`) on the point's config, with one flag per override."""
     file, colon, arg = point.config.partition(":")
-    flags = [f"--config.{k}={v}" for k, v in point.overrides.items()]
+    flags = [config_files.config_flag(k, v) for k, v in point.overrides.items()]
     config = f"--config={os.path.join(REPO, file)}{colon}{arg}"
     return [sys.executable, script, config, *flags, f"--steps={steps}"]
 
