@@ -25,7 +25,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from lmjax import cli  # noqa: E402
-from lmjax.train import benchmark, build, profile  # noqa: E402
+from lmjax.train import benchmark, profile  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Traced steps (after compilation and warmup).")
@@ -36,24 +36,19 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
-    s = build.setup(_CONFIG.value)
-    config, task = s.config, s.task
-    vocab_size = benchmark.fake_vocab_size(config)  # the same random batches as benchmark.py
-    with s.activate():
-        b = build.build(s, task.make_model(vocab_size))
-        batch = task.fake_batch(vocab_size)
-        state = b.steps.place(b.init(jax.random.PRNGKey(config.seed)))
+    with benchmark.ready_step(_CONFIG.value) as ready:  # the batch benchmark.py times
+        config, state, (batch,) = ready.setup.config, ready.state, ready.batches
         times = []
         for i in range(8):
             start = time.perf_counter()
-            state, metrics = b.steps.train(state, batch)
+            state, metrics = ready.steps.train(state, batch)
             jax.block_until_ready(metrics)
             if i >= 3:
                 times.append(time.perf_counter() - start)
         trace_dir = _TRACE_DIR.value or tempfile.mkdtemp(prefix="lmjax_trace_")
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(_STEPS.value):
-                state, metrics = b.steps.train(state, batch)
+                state, metrics = ready.steps.train(state, batch)
             jax.block_until_ready(metrics)
     (hlo,) = glob.glob(f"{_DUMP}/*train_step*after_optimizations.txt")
     (trace,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)

@@ -5,6 +5,7 @@ implementation at the same shapes (`SUITE`, `run_suite`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -15,7 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,12 +34,24 @@ def fake_vocab_size(config: ml_collections.ConfigDict) -> int:
     return config.data.get("vocab_size", 65)
 
 
-def run(
-    config: ml_collections.ConfigDict, steps: int = 40, warmup: int = 5, real_data: bool = False
-) -> dict:
-    """Times `steps` train steps after compilation and `warmup` more; returns the figures."""
+@dataclasses.dataclass
+class ReadyStep:
+    """A config's compiled train step (taking host batches, as the loop feeds them), a placed
+    initial state and the batches to feed it."""
+
+    setup: build.Setup
+    steps: build.Steps
+    state: Any
+    batches: list
+    vocab_size: int
+
+
+@contextlib.contextmanager
+def ready_step(config: ml_collections.ConfigDict, real_data: bool = False) -> Iterator[ReadyStep]:
+    """Inside the config's mesh, its `ReadyStep`: with one random batch of the config's shape
+    (`fake_vocab_size`), or the first 8 batches of its data."""
     s = build.setup(config)
-    config, task, mesh = s.config, s.task, s.mesh
+    config, task = s.config, s.task
     with s.activate():
         if real_data:
             data = task.make_data()
@@ -50,9 +64,18 @@ def run(
             vocab_size = fake_vocab_size(config)
             batches = [task.fake_batch(vocab_size)]
         b = build.build(s, task.make_model(vocab_size))
-        compiled = b.steps
-        train_step = compiled.train  # takes host batches, as the loop feeds them
-        state = compiled.place(b.init(jax.random.PRNGKey(config.seed)))
+        state = b.steps.place(b.init(jax.random.PRNGKey(config.seed)))
+        yield ReadyStep(s, b.steps, state, batches, vocab_size)
+
+
+def run(
+    config: ml_collections.ConfigDict, steps: int = 40, warmup: int = 5, real_data: bool = False
+) -> dict:
+    """Times `steps` train steps after compilation and `warmup` more; returns the figures."""
+    with ready_step(config, real_data) as ready:
+        config, task, mesh = ready.setup.config, ready.setup.task, ready.setup.mesh
+        compiled, state, batches = ready.steps, ready.state, ready.batches
+        vocab_size, train_step = ready.vocab_size, ready.steps.train
 
         start = time.perf_counter()
         state, metrics = train_step(state, batches[0])
