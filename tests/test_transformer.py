@@ -3,6 +3,7 @@
 import math
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,11 +50,13 @@ def _np_layer_norm(x, scale, eps):
     return (x - mean) / np.sqrt(var + eps) * scale
 
 
-def _check_causal_attention_against_numpy(cfg, x):
-    """The causal MultiHeadAttention of `cfg` on x [B, T, D] against the float64 rewrite."""
+def _check_causal_attention_against_numpy(cfg, x, explicit_mask=True):
+    """The causal MultiHeadAttention of `cfg` on x [B, T, D] against the float64 rewrite, given
+    the causal mask or none (attention builds it)."""
     batch, length = x.shape[:2]
     module = transformer.MultiHeadAttention(cfg)
     mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (batch, length, length))
+    mask = mask if explicit_mask else None
     variables = module.init(jax.random.PRNGKey(0), x, mask)
     params = jax.tree.map(
         lambda b: np.asarray(b.value, np.float64),
@@ -100,14 +103,51 @@ def test_full_model_matches_numpy_float64():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("explicit_mask", [True, False])
 @pytest.mark.parametrize("length", [9, 12])
-def test_blocked_causal_attention_matches_numpy_float64(monkeypatch, length):
+def test_blocked_causal_attention_matches_numpy_float64(monkeypatch, length, explicit_mask):
     """Causal attention in query blocks (the blocks above the diagonal skipped) against float64,
-    with a block size that does and does not divide the length."""
+    with a block size that does and does not divide the length, given the mask or not."""
     monkeypatch.setattr(transformer, "CAUSAL_BLOCK", 4)
     cfg = _cfg()
     x = np.random.default_rng(1).normal(size=(2, length, cfg.emb_dim)).astype(np.float32)
-    _check_causal_attention_against_numpy(cfg, x)
+    _check_causal_attention_against_numpy(cfg, x, explicit_mask)
+
+
+class _Encoder(Transformer):
+    """The blocks' output, with an attention mask (as BERT's models call `encode`)."""
+
+    @nn.compact
+    def __call__(self, tokens_BxT, attention_mask_BxT=None):
+        return self.encode(tokens_BxT, attention_mask_BxT=attention_mask_BxT)[0]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("padded", [False, True])
+def test_cudnn_attention_gets_is_causal_when_nothing_else_is_masked(monkeypatch, causal, padded):
+    """With nothing masked but the future, cuDNN gets `is_causal=True` and no [B, 1, T, S] mask
+    (its causal kernel); with padding, the whole mask and no `is_causal`."""
+    calls = []
+
+    def spy(q, k, v, **kwargs):
+        calls.append(kwargs)
+        return q
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    model = _Encoder(_cfg(attention_impl="cudnn", causal=causal))
+    tokens = jnp.zeros((2, 6), jnp.int32)
+    real = jnp.asarray([[1] * 6, [1] * 4 + [0] * 2]) if padded else None
+    model.apply(model.init(jax.random.PRNGKey(0), tokens, real), tokens, real)
+    assert len(calls) == 2 * _cfg().num_layers  # init and apply
+    for call in calls:
+        assert call["implementation"] == "cudnn"
+        if padded:
+            allowed = np.tril(np.ones((6, 6), bool)) if causal else np.ones((6, 6), bool)
+            want = allowed[None] & (np.asarray(real)[:, None] != 0)
+            assert not call["is_causal"]
+            np.testing.assert_array_equal(call["mask"], want[:, None])
+        else:
+            assert call["is_causal"] == causal and call["mask"] is None
 
 
 def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):

@@ -254,9 +254,9 @@ CAUSAL_BLOCK = 128
 def _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, probs_dropout):
     scale = q_BxTxHxK.shape[-1] ** -0.5
     logits_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK * scale, k_BxSxHxK)
-    logits_BxHxTxS = jnp.where(
-        mask_BxTxS[:, None], logits_BxHxTxS.astype(jnp.float32), jnp.finfo(jnp.float32).min
-    )
+    logits_BxHxTxS = logits_BxHxTxS.astype(jnp.float32)
+    if mask_BxTxS is not None:
+        logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, jnp.finfo(jnp.float32).min)
     probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
     if probs_dropout is not None:
         probs_BxHxTxS = probs_dropout(probs_BxHxTxS)
@@ -264,40 +264,60 @@ def _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, probs_dropou
     return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
 
 
+def _causal_mask(start: int, end: int) -> jax.Array:
+    """[1, end - start, end]: queries start..end-1 may attend to keys up to their own position."""
+    return (jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None])[None]
+
+
 def dot_product_attention(
     q_BxTxHxK: jax.Array,
     k_BxSxHxK: jax.Array,
     v_BxSxHxK: jax.Array,
-    mask_BxTxS: jax.Array,
+    mask_BxTxS: jax.Array | None,
     impl: str = "xla",
     probs_dropout: Callable[[jax.Array], jax.Array] | None = None,
     causal: bool = False,
 ) -> jax.Array:
-    """Softmax attention; `mask_BxTxS` is True where a query may attend to a key.
+    """Softmax attention; `mask_BxTxS` is True where a query may attend to a key, None for
+    every key (every earlier key with `causal=True`, T == S).
 
     A query with no key to attend to (a row of padding) gets uniform weights, not NaN.
     `probs_dropout`, if given, is applied to the attention probabilities (BERT). `causal=True`
-    promises that query t attends to no key after position t (the mask may hide more), so the
-    blocks above the diagonal can be skipped: the result is the same as with `causal=False`.
+    promises that query t attends to no key after position t (a mask may hide more), so the
+    blocks above the diagonal can be skipped. With no mask, cuDNN gets `is_causal` (its causal
+    kernel, no [B, T, S] mask in memory) rather than a mask.
     """
+    length = q_BxTxHxK.shape[1]
+    if mask_BxTxS is None and causal and k_BxSxHxK.shape[1] != length:
+        raise ValueError(f"causal attention without a mask needs T == S, got {length} queries")
     if impl == "cudnn":
         if probs_dropout is not None:
             raise ValueError("attention_impl='cudnn' has no attention dropout; use 'xla'")
         return jax.nn.dot_product_attention(
-            q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_BxTxS[:, None], implementation="cudnn"
+            q_BxTxHxK,
+            k_BxSxHxK,
+            v_BxSxHxK,
+            mask=None if mask_BxTxS is None else mask_BxTxS[:, None],
+            is_causal=causal and mask_BxTxS is None,
+            implementation="cudnn",
         )
-    length = q_BxTxHxK.shape[1]
     if not causal or length <= CAUSAL_BLOCK or k_BxSxHxK.shape[1] != length:
+        if mask_BxTxS is None and causal:
+            mask_BxTxS = _causal_mask(0, length)
         return _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, probs_dropout)
     outs = []
     for start in range(0, length, CAUSAL_BLOCK):
         end = min(start + CAUSAL_BLOCK, length)
+        if mask_BxTxS is None:
+            block_mask = _causal_mask(start, end)
+        else:
+            block_mask = mask_BxTxS[:, start:end, :end]
         outs.append(
             _softmax_attention(
                 q_BxTxHxK[:, start:end],
                 k_BxSxHxK[:, :end],
                 v_BxSxHxK[:, :end],
-                mask_BxTxS[:, start:end, :end],
+                block_mask,
                 probs_dropout,
             )
         )
@@ -313,7 +333,7 @@ class MultiHeadAttention(nn.Module):
     def __call__(
         self,
         x_BxTxD: jax.Array,
-        mask_BxTxS: jax.Array,
+        mask_BxTxS: jax.Array | None,
         decode: bool = False,
         cache_index: jax.Array | None = None,
         train: bool = False,
@@ -405,7 +425,7 @@ class Block(nn.Module):
     def __call__(
         self,
         x_BxTxD: jax.Array,
-        mask_BxTxS: jax.Array,
+        mask_BxTxS: jax.Array | None,
         decode: bool = False,
         cache_index: jax.Array | None = None,
         train: bool = False,
@@ -480,10 +500,13 @@ class Transformer(nn.Module):
         else:
             start = None
             positions_T = jnp.arange(length)
-            mask_TxS = jnp.tril(jnp.ones((length, length), bool)) if cfg.causal else None
-            if mask_TxS is None:
+            mask_TxS = None  # every key, or every earlier one (causal): attention builds it
+            if attention_mask_BxT is not None:
                 mask_TxS = jnp.ones((length, length), bool)
-        mask_BxTxS = jnp.broadcast_to(mask_TxS, (batch, *mask_TxS.shape))
+                mask_TxS = jnp.tril(mask_TxS) if cfg.causal else mask_TxS
+        mask_BxTxS = None
+        if mask_TxS is not None:
+            mask_BxTxS = jnp.broadcast_to(mask_TxS, (batch, *mask_TxS.shape))
         if attention_mask_BxT is not None:
             # Padded keys get no weight; a padded query still attends to the real keys (no NaN).
             mask_BxTxS = mask_BxTxS & (attention_mask_BxT[:, None, :] != 0)
