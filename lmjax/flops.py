@@ -15,18 +15,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# bf16 dense peak per chip, where the device is recognised (vendor spec sheets).
+# bf16 dense peak per chip, where the device is recognised (vendor spec sheets), by the
+# `device_kind` JAX reports, or its start ("NVIDIA H100 80GB HBM3"). v5e reports "TPU v5 lite";
+# JAX's own TPU tables list v5p as both "TPU v5p" and "TPU v5".
 KNOWN_PEAK_FLOPS = {
     "TPU v4": 275e12,
     "TPU v5 lite": 197e12,
     "TPU v5e": 197e12,
+    "TPU v5": 459e12,
     "TPU v5p": 459e12,
     "TPU v6 lite": 918e12,
     "TPU v6e": 918e12,
     "NVIDIA A100": 312e12,
     "NVIDIA H100": 989e12,
     "NVIDIA H200": 989e12,
+    "NVIDIA GH200": 989e12,
+    "NVIDIA B200": 2250e12,
 }
+
+
+def known_peak_flops(device_kind: str) -> float | None:
+    """The spec-sheet peak of `device_kind`: its entry, else the longest entry it starts with
+    ("TPU v5 lite" before "TPU v5"); None for a device not in the table."""
+    if device_kind in KNOWN_PEAK_FLOPS:
+        return KNOWN_PEAK_FLOPS[device_kind]
+    names = [k for k in KNOWN_PEAK_FLOPS if device_kind.startswith(k)]
+    return KNOWN_PEAK_FLOPS[max(names, key=len)] if names else None
 
 
 def count_params(params: Any, exclude_position_embeddings: bool = True) -> int:
@@ -50,9 +64,9 @@ def measure_peak_flops(
 ) -> float:
     """Measured matmul FLOP/s of the first device: the best of `repeats` square matmuls."""
     device = jax.devices()[0]
-    for name, peak in KNOWN_PEAK_FLOPS.items():
-        if device.device_kind.startswith(name):
-            return peak
+    peak = known_peak_flops(device.device_kind)
+    if peak is not None:
+        return peak
     if device.platform == "cpu":
         size = min(size, 1024)
     x = jnp.ones((size, size), dtype)

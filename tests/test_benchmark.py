@@ -36,6 +36,23 @@ def test_benchmark_prints_consistent_json():
     assert result["peak_flops_source"] == "measured float32 matmul"
 
 
+@pytest.mark.parametrize(
+    "kind, peak",
+    [
+        ("TPU v5 lite", 197e12),  # v5e: not v5p's 459 though it starts with "TPU v5"
+        ("TPU v5", 459e12),  # v5p, as JAX may report it
+        ("TPU v5p", 459e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA A100-SXM4-40GB", 312e12),
+        ("NVIDIA GH200 480GB", 989e12),
+        ("cpu", None),
+        ("TPU v3", None),
+    ],
+)
+def test_known_peak_flops_by_device_kind(kind, peak):
+    assert flops.known_peak_flops(kind) == peak
+
+
 def test_data_benchmark_times_the_streamed_books():
     out = run_script(
         "benchmark.py",

@@ -105,7 +105,7 @@ def run(
     flops_per_step = task.flops_per_token(num_params, vocab_size) * tokens_per_step
     # A spec-sheet bf16 peak where the device is known, else a measured matmul in the compute dtype.
     peak_per_device = flops.measure_peak_flops(jnp.dtype(config.model.dtype))
-    known = any(jax.devices()[0].device_kind.startswith(k) for k in flops.KNOWN_PEAK_FLOPS)
+    known = flops.known_peak_flops(jax.devices()[0].device_kind) is not None
     source = "spec sheet (bf16)" if known else f"measured {config.model.dtype} matmul"
     n = mesh.devices.size
     return {
