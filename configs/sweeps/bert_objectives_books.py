@@ -4,9 +4,17 @@ pretraining per arm and seed on 2 CPU cores (a third of configs/bert_books.py's 
 
   python experiments/sweep.py --config=configs/bert_books.py \
       --sweep=configs/sweeps/bert_objectives_books.py --workdir=/tmp/lmjax/objectives_books
-  python experiments/glue.py --workdir=/tmp/lmjax/objectives_books/glue \
-      --init_from=/tmp/lmjax/objectives_books/<arm>,...,scratch --tasks=cola,mrpc,stsb,rte \
-      --select_on=holdout --holdout_size=0.1 --parallel=2
+  # --init_from is a comma-separated list and the run directories have commas: link them
+  cd /tmp/lmjax/objectives_books && ln -s use_nsp=True,dynamic_masking=False,seed=0 mlm_nsp \
+      && ln -s use_nsp=False,dynamic_masking=False,seed=0 mlm \
+      && ln -s use_nsp=False,dynamic_masking=True,seed=0 mlm_dynamic && cd -
+  # the GLUE protocol of README "BERT on books", in its workdir: finished runs (the books
+  # checkpoint, scratch) are skipped and the table gets a row per arm
+  python experiments/glue.py --workdir=/tmp/lmjax/glue_books --init_from=/tmp/lmjax/bert_books,\
+/tmp/lmjax/objectives_books/mlm_nsp,/tmp/lmjax/objectives_books/mlm,\
+/tmp/lmjax/objectives_books/mlm_dynamic,scratch --tasks=cola,mrpc,stsb,rte \
+      --select_on=holdout --holdout_size=0.1 --override=data.vocab_path=gutenberg_vocab_16k \
+      --parallel=2
 
 Arms (configs/bert_books.py, 5,000 steps each):
   (a) MLM + NSP, static masking: the original BERT recipe (streamed: each instance is masked
