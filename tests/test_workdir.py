@@ -97,6 +97,25 @@ def test_a_run_directory_on_a_bucket(bucket):
     assert touched and all(p.startswith("gs://bucket") for p in touched)
 
 
+def test_a_run_linked_under_its_own_sweep_is_found_once_by_its_real_name(tmp_path):
+    """A symlink to a run inside the same root (e.g. a short name for --init_from) must not
+    make the run count twice in a sweep's results."""
+    for name in ("a=1,seed=0", "a=2,seed=0"):
+        os.makedirs(tmp_path / name)
+        workdir_lib.append_metrics(tmp_path / name, {"step": 1, "train/loss": 1.0})
+    os.symlink("a=1,seed=0", tmp_path / "short")  # sorts after the real names
+    os.symlink("a=2,seed=0", tmp_path / "0short")  # sorts before them
+    outside = tmp_path.parent / f"{tmp_path.name}_outside"
+    os.makedirs(outside)
+    workdir_lib.append_metrics(outside, {"step": 1, "train/loss": 1.0})
+    os.symlink(outside, tmp_path / "linked_in")  # a run that lives only behind a link
+    assert workdir_lib.find_runs(tmp_path) == [
+        str(tmp_path / "a=1,seed=0"),
+        str(tmp_path / "a=2,seed=0"),
+        str(tmp_path / "linked_in"),
+    ]
+
+
 def test_an_old_config_loads_with_todays_defaults_and_a_warning(tmp_path, monkeypatch):
     config = sst2_finetune.get_config("test").to_dict()
     del config["data"]["holdout_size"], config["grad_accum_steps"]
