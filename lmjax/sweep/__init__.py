@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from lmjax import errors, plots, results
 from lmjax import workdir as workdir_lib
+from lmjax.config_files import config_flag
 from lmjax.sweep.launch import (
     LAUNCHERS,
     LocalLauncher,
@@ -30,7 +31,6 @@ from lmjax.sweep.launch import (
 from lmjax.sweep.spec import (
     FINETUNE,
     Point,
-    config_flag,
     load_sweep_file,
     point_name,
     product,

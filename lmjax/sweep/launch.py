@@ -32,7 +32,8 @@ import submitit
 
 from lmjax import errors
 from lmjax import workdir as workdir_lib
-from lmjax.sweep.spec import Point, absolute_config_path
+from lmjax.config_files import absolute_config_path
+from lmjax.sweep.spec import Point
 
 Log = Callable[[str], None]
 LAUNCHERS = ("local", "slurm", "submitit_local")

@@ -23,13 +23,7 @@ import re
 import types
 
 from lmjax import errors
-from lmjax.config_files import (  # noqa: F401 (re-exported: configs are named as sweeps name them)
-    REPO,
-    absolute_config_path,
-    config_flag,
-    load_module,
-    resolve_config_path,
-)
+from lmjax.config_files import config_flag, load_module
 
 FINETUNE = "finetune"  # the second stage's name and subdirectory
 

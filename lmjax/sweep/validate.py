@@ -8,15 +8,8 @@ import os
 
 from lmjax import config_checks, errors
 from lmjax import workdir as workdir_lib
-from lmjax.config_files import load_config
-from lmjax.sweep.spec import (
-    FINETUNE,
-    Point,
-    absolute_config_path,
-    load_sweep_file,
-    point_name,
-    resolve_config_path,
-)
+from lmjax.config_files import absolute_config_path, load_config, resolve_config_path
+from lmjax.sweep.spec import FINETUNE, Point, load_sweep_file, point_name
 
 
 def check_overrides(base_flat: dict, overrides: dict, where: str) -> None:
