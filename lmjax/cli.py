@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from absl import app, flags
 
-from lmjax import errors
+from lmjax import errors, host_malloc
 
 PROG = "lmjax"
 EXIT_INPUT = 2  # bad input: nothing was run
@@ -34,7 +34,11 @@ _VERBOSE = flags.DEFINE_boolean("verbose", False, "On an error, print its full t
 
 def run(main: Callable[[list[str]], Any]) -> None:
     """`absl.app.run(main)`, with the command line parsed by `parse_flags` and the errors of
-    `main` reported as the module says."""
+    `main` reported as the module says. First, on Linux, the process restarts once with glibc's
+    malloc asking for huge pages (`host_malloc`: XLA:CPU's per-step temporaries), when `main`
+    is the program's (not when a test or a notebook calls `run`)."""
+    if getattr(main, "__module__", None) == "__main__":
+        host_malloc.restart_with_huge_pages()
     app.run(functools.partial(_call, main), flags_parser=parse_flags)
 
 

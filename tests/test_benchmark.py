@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lmjax import flops
+from lmjax import flops, host_malloc
 from lmjax.train import benchmark
 from tests.conftest import CONFIGS, REPO, run_script, script_env
 
@@ -81,11 +81,12 @@ def _cells(line):
 
 
 # Stands for experiments/benchmark.py: a JSON line with the arguments it got; fails on batch 3.
-FAKE_BENCHMARK = """import json, sys
+FAKE_BENCHMARK = """import json, os, sys
 if "--config.batch_size=3" in sys.argv:
     sys.exit("boom")
 print("step 1 ...")
-print(json.dumps({"step_ms": 4.0, "mfu": 0.125, "argv": sys.argv[1:]}))
+tunables = os.environ.get("GLIBC_TUNABLES", "")
+print(json.dumps({"step_ms": 4.0, "mfu": 0.125, "argv": sys.argv[1:], "tunables": tunables}))
 """
 
 
@@ -127,6 +128,20 @@ def test_suite_runs_each_point_and_tabulates_with_a_dash_where_a_figure_is_missi
         f"- {label}: nopeer not run: ModuleNotFoundError: No module named 'lmjax_no_such_module'",
         f"- {failed}: lmjax: exit status 1: boom",
     ]
+
+
+def test_suite_runs_the_peers_without_lmjax_huge_page_malloc(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", f"glibc.malloc.arena_max=4:{host_malloc.TUNABLE}")
+    script = tmp_path / "benchmark.py"
+    script.write_text(FAKE_BENCHMARK)
+    # the peer prints the length of the GLIBC_TUNABLES it got as its "ms"
+    env_len = "import os; print(len(os.environ.get('GLIBC_TUNABLES', '')))"
+    command = lambda config, steps, python: [python, "-c", env_len]
+    peer = benchmark.Peer("fake", ("json",), (), command, float)
+    point = benchmark.Point("configs/gpt_shakespeare_char.py", TINY_GPT, peer="fake")
+    (row,) = benchmark.run_suite([point], 2, str(script), peers={"fake": peer}, log=print)
+    assert row.lmjax["tunables"] == f"glibc.malloc.arena_max=4:{host_malloc.TUNABLE}"
+    assert row.peer_ms == len("glibc.malloc.arena_max=4")
 
 
 def test_suite_peers_get_the_shapes_of_the_lmjax_configs():

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lmjax import config_files, flops
+from lmjax import config_files, flops, host_malloc
 from lmjax.data import pipeline
 from lmjax.train import build
 
@@ -128,6 +128,7 @@ def run(
         "peak_flops_per_device": peak_per_device,
         "peak_flops_source": source,
         "mfu": flops_per_step / step_s / (peak_per_device * n),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # lmjax.host_malloc
     }
 
 
@@ -339,6 +340,7 @@ def run_suite(
     leaves its figure out with a note why."""
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
     env["PEER_PY"] = python  # nanogpt_ms.sh's Python
+    peer_env = host_malloc.untuned_env(env)  # the peers run as their users run them
     missing = {}
     rows = []
     for point in points:
@@ -361,7 +363,7 @@ def run_suite(
             continue
         log(f"{peer.name}: {row.label}")
         try:
-            row.peer_ms = peer.parse_ms(_run(peer.command(config, steps, python), env))
+            row.peer_ms = peer.parse_ms(_run(peer.command(config, steps, python), peer_env))
         except (RuntimeError, ValueError, KeyError) as e:
             row.notes.append(f"{peer.name}: {e}")
     return rows
@@ -400,7 +402,7 @@ def suite_header(steps: int) -> str:
     return (
         f"{cpu_name()}, {cores} cores (load {load:.1f} at the start); jax {_version('jax')}, "
         f"torch {_version('torch')}, transformers {_version('transformers')}; {steps} timed steps "
-        "a point"
+        f"a point; lmjax's GLIBC_TUNABLES: {os.environ.get('GLIBC_TUNABLES') or 'none'}"
     )
 
 

@@ -1,0 +1,107 @@
+"""The restart with glibc's huge-page malloc (lmjax/host_malloc.py): when it happens, what the
+restarted process gets, and that the benchmark's peers run without it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lmjax import cli, host_malloc
+from tests.conftest import REPO, script_env
+
+GLIBC_OK = sys.platform.startswith("linux") and (host_malloc.glibc_version() or (0, 0)) >= (2, 35)
+
+
+@pytest.fixture
+def thp(tmp_path):
+    """A fake /sys/kernel/mm/transparent_hugepage/enabled with the given setting selected."""
+
+    def write(selected):
+        path = tmp_path / "enabled"
+        path.write_text(
+            " ".join(f"[{s}]" if s == selected else s for s in ("always", "madvise", "never"))
+        )
+        return str(path)
+
+    return write
+
+
+@pytest.mark.skipif(not GLIBC_OK, reason="needs Linux with glibc >= 2.35")
+def test_wanted_on_linux_glibc_unless_opted_out(thp):
+    assert host_malloc.wanted({}, thp("madvise"))
+    assert host_malloc.wanted({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, thp("always"))
+    assert not host_malloc.wanted({}, thp("never"))  # the kernel would not give huge pages
+    assert not host_malloc.wanted({}, "/nonexistent/enabled")
+    assert not host_malloc.wanted({"LMJAX_MALLOC": "system"}, thp("madvise"))
+    # already restarted, or the user set it (to 0 too): never a second restart
+    assert not host_malloc.wanted({"GLIBC_TUNABLES": host_malloc.TUNABLE}, thp("madvise"))
+    assert not host_malloc.wanted({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, thp("madvise"))
+
+
+def test_not_wanted_off_glibc(monkeypatch, thp):
+    monkeypatch.setattr(host_malloc, "glibc_version", lambda: None)  # musl, macOS
+    assert not host_malloc.wanted({}, thp("madvise"))
+    monkeypatch.setattr(host_malloc, "glibc_version", lambda: (2, 34))  # before the tunable
+    assert not host_malloc.wanted({}, thp("madvise"))
+
+
+def test_tuned_and_untuned_env_keep_the_users_tunables():
+    env = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    tuned = host_malloc.tuned_env(env)
+    assert tuned == {
+        "PATH": "/bin",
+        "GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{host_malloc.TUNABLE}",
+    }
+    assert host_malloc.untuned_env(tuned) == env
+    assert host_malloc.tuned_env({}) == {"GLIBC_TUNABLES": host_malloc.TUNABLE}
+    assert host_malloc.untuned_env(host_malloc.tuned_env({})) == {}
+
+
+def test_run_restarts_only_for_the_programs_own_main(monkeypatch):
+    calls = []
+    monkeypatch.setattr(host_malloc, "restart_with_huge_pages", lambda: calls.append(1))
+    monkeypatch.setattr(cli.app, "run", lambda main, flags_parser: None)
+
+    def main(argv):
+        del argv
+
+    cli.run(main)  # a test's (or a notebook's) main: no restart of pytest
+    assert calls == []
+    main.__module__ = "__main__"
+    cli.run(main)
+    assert calls == [1]
+
+
+def _benchmark(**env):
+    """experiments/benchmark.py's JSON line, run with `python -u` and `env` added."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-u",
+            os.path.join(REPO, "experiments", "benchmark.py"),
+            "--config=configs/gpt_shakespeare_char.py:test",
+            "--config.model.num_layers=1",
+            "--steps=2",
+        ],
+        env={**script_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(
+    not (GLIBC_OK and host_malloc.huge_pages_possible()), reason="needs glibc >= 2.35 and THP"
+)
+def test_an_entry_point_restarts_once_with_the_tunable_and_runs():
+    # the restarted process (which kept the interpreter's -u) has the user's tunable and ours;
+    # a restart loop would time out
+    tuned = _benchmark(LMJAX_MALLOC="", GLIBC_TUNABLES="glibc.malloc.arena_max=4")
+    assert tuned["glibc_tunables"] == f"glibc.malloc.arena_max=4:{host_malloc.TUNABLE}"
+    assert tuned["step_ms"] > 0
+    assert _benchmark(LMJAX_MALLOC="system", GLIBC_TUNABLES="")["glibc_tunables"] == ""
