@@ -12,7 +12,7 @@ LIBRARY = os.path.join(REPO, "lmjax")
 # Lowest first. A module may import its own layer or lower ones, never a higher one.
 LAYERS = (
     ("lmjax", "lmjax.errors", "lmjax.flops", "lmjax.config_defaults", "lmjax.config_checks",
-     "lmjax.config_files", "lmjax.sampling", "lmjax.models", "lmjax.data"),
+     "lmjax.config_files", "lmjax.host_malloc", "lmjax.sampling", "lmjax.models", "lmjax.data"),
     ("lmjax.workdir",),  # the run directory's layout
     ("lmjax.tasks",),  # objectives: data, model, loss, metrics
     ("lmjax.train",),  # state, steps, loop, checkpoints, inference
