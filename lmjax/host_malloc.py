@@ -82,4 +82,7 @@ def restart_with_huge_pages() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, *sys.orig_argv[1:]]  # the interpreter's own flags (-u, -X ...) too
-    os.execve(sys.executable, argv, tuned_env(dict(os.environ)))
+    try:
+        os.execve(sys.executable, argv, tuned_env(dict(os.environ)))
+    except OSError:  # cannot re-execute (e.g. the interpreter file is gone): run as we are
+        return

@@ -105,3 +105,13 @@ def test_an_entry_point_restarts_once_with_the_tunable_and_runs():
     assert tuned["glibc_tunables"] == f"glibc.malloc.arena_max=4:{host_malloc.TUNABLE}"
     assert tuned["step_ms"] > 0
     assert _benchmark(LMJAX_MALLOC="system", GLIBC_TUNABLES="")["glibc_tunables"] == ""
+
+
+def test_a_failed_restart_runs_on(monkeypatch):
+    monkeypatch.setattr(host_malloc, "wanted", lambda: True)
+
+    def execve(*args):
+        raise FileNotFoundError("no interpreter")
+
+    monkeypatch.setattr(host_malloc.os, "execve", execve)
+    assert host_malloc.restart_with_huge_pages() is None  # no exception: the run goes on
