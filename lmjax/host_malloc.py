@@ -1,21 +1,20 @@
 """Every entry point restarts itself once with glibc's malloc asking for huge pages.
 
 XLA:CPU allocates one block for all of a step's temporaries each time the step runs and frees it
-afterwards: 47 MB at the Shakespeare GPT's shape, hundreds of MB at bigger ones. glibc serves a
-block that large with a fresh `mmap`, so every step touches its temporaries for the first time,
-one 4 KiB page fault after another (~920k faults in 40 steps of the Shakespeare GPT, ~1 µs of
-kernel time each: a third of its step). `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` makes glibc
+afterwards: 47 MB at the Shakespeare GPT's shape, more at bigger ones. glibc serves a block that
+large with a fresh `mmap`, so every step touches its temporaries for the first time, one 4 KiB
+page fault after another (~25k faults a step at the Shakespeare GPT's shape, ~325k at L6 C384
+T256 B8: a third and a fifth of the step). `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` makes glibc
 `madvise` those mappings for transparent huge pages, one fault per 2 MiB. On this project's
 2-core Zen 5, float32: the Shakespeare GPT 29 -> 19 ms a step, nanoGPT's GPU model (L6 C384
 T256 B8) 568 -> 447 ms, the tiny BERT 123 -> 80 ms (README, "Where the time goes").
 
-glibc reads its tunables when a process starts, hence the restart: `os.execv` of the same command
-line (same PID, nothing run yet: `cli.run` calls `restart_with_huge_pages` before it parses
-the flags).
-Nothing happens off Linux, on a C library other than glibc >= 2.35 (where the tunable
-appeared), with transparent huge pages `never`, when GLIBC_TUNABLES already sets
-`glibc.malloc.hugetlb`, or with `LMJAX_MALLOC=system`. It changes where memory comes from,
-never a number a run computes.
+glibc reads its tunables when a process starts, hence the restart: `os.execve` of the same
+command line (same PID, nothing run yet: `cli.run` calls `restart_with_huge_pages` before it
+parses the flags). Nothing happens off Linux, on a C library other than glibc >= 2.35 (where the
+tunable appeared), with transparent huge pages `never`, when GLIBC_TUNABLES already sets
+`glibc.malloc.hugetlb`, or with `LMJAX_MALLOC=system`. It changes where memory comes from, never
+a number a run computes.
 """
 
 from __future__ import annotations
