@@ -446,18 +446,14 @@ def find_runs(root: PathLike) -> list[str]:
     """Run directories under `root` (itself included), in sorted order. A local run reached
     twice (a symlink to a run under the same root) is listed once, by its real path."""
     runs = [str(d) for d in _walk(path(root)) if is_run(d)]
-
-    def target(run):
-        return run if "://" in run else os.path.realpath(run)
-
-    def is_link(run):
-        return "://" not in run and os.path.realpath(run) != os.path.abspath(run)
-
+    real = {run: run if "://" in run else os.path.realpath(run) for run in runs}
+    linked = {run: "://" not in run and real[run] != os.path.abspath(run) for run in runs}
     keep = {}
-    for run in runs:  # per target, the first path not through a link, else the first path
-        if target(run) not in keep or (is_link(keep[target(run)]) and not is_link(run)):
-            keep[target(run)] = run
-    return [run for run in runs if keep[target(run)] == run]
+    for run in runs:  # per real path, the first path not through a link, else the first path
+        kept = keep.get(real[run])
+        if kept is None or (linked[kept] and not linked[run]):
+            keep[real[run]] = run
+    return [run for run in runs if keep[real[run]] == run]
 
 
 def _walk(directory: epath.Path) -> Iterator[epath.Path]:
