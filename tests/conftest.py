@@ -63,11 +63,12 @@ def workdir(tmp_path):
     return str(tmp_path / "workdir")
 
 
-def run_script(script, *args, devices=1, timeout=600, check=True):
-    """Runs `experiments/<script>` in a fresh Python with `devices` simulated CPU devices."""
+def run_script(script, *args, devices=1, timeout=600, check=True, env=None, python_flags=()):
+    """Runs `experiments/<script>` in a fresh Python (with `python_flags`, e.g. "-u") with
+    `devices` simulated CPU devices and `env`'s variables added."""
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "experiments", script), *args],
-        env=script_env(devices),
+        [sys.executable, *python_flags, os.path.join(REPO, "experiments", script), *args],
+        env={**script_env(devices), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -2,14 +2,12 @@
 restarted process gets, and that the benchmark's peers run without it."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
 from lmjax import cli, host_malloc
-from tests.conftest import REPO, script_env
+from tests.conftest import CONFIGS, run_script
 
 GLIBC_OK = sys.platform.startswith("linux") and (host_malloc.glibc_version() or (0, 0)) >= (2, 35)
 
@@ -76,22 +74,15 @@ def test_run_restarts_only_for_the_programs_own_main(monkeypatch):
 
 def _benchmark(**env):
     """experiments/benchmark.py's JSON line, run with `python -u` and `env` added."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-u",
-            os.path.join(REPO, "experiments", "benchmark.py"),
-            "--config=configs/gpt_shakespeare_char.py:test",
-            "--config.model.num_layers=1",
-            "--steps=2",
-        ],
-        env={**script_env(), **env},
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "benchmark.py",
+        f"--config={CONFIGS}/gpt_shakespeare_char.py:test",
+        "--config.model.num_layers=1",
+        "--steps=2",
+        env=env,
+        python_flags=("-u",),
         timeout=300,
-        cwd=REPO,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
