@@ -38,6 +38,8 @@ def run(main: Callable[[list[str]], Any]) -> None:
     malloc asking for huge pages (`host_malloc`: XLA:CPU's per-step temporaries), when `main`
     is the program's (not when a test or a notebook calls `run`)."""
     if getattr(main, "__module__", None) == "__main__":
+        if message := host_malloc.opt_out_error():
+            fail(message, EXIT_INPUT)
         host_malloc.restart_with_huge_pages()
     app.run(functools.partial(_call, main), flags_parser=parse_flags)
 

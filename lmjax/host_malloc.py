@@ -74,8 +74,18 @@ def untuned_env(env: dict[str, str]) -> dict[str, str]:
     return {**out, "GLIBC_TUNABLES": ":".join(tunables)} if tunables else out
 
 
+def opt_out_error(env: dict[str, str] | None = None) -> str | None:
+    """The one-line message for an `LMJAX_MALLOC` that is neither unset/empty nor `system`."""
+    value = (os.environ if env is None else env).get(OPT_OUT, "")
+    if value in ("", "system"):
+        return None
+    fix = f"use {OPT_OUT}=system (glibc's defaults) or unset it"
+    return f"{OPT_OUT}={value!r} is not a setting: {fix}"
+
+
 def restart_with_huge_pages() -> None:
-    """Re-executes this command line with `TUNABLE` when `wanted()` (and does not return)."""
+    """Re-executes this command line with `TUNABLE` when `wanted()`; returns only when it does
+    not restart (or the exec fails)."""
     if not wanted():
         return
     sys.stdout.flush()

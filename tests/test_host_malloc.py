@@ -106,3 +106,20 @@ def test_a_failed_restart_runs_on(monkeypatch):
 
     monkeypatch.setattr(host_malloc.os, "execve", execve)
     assert host_malloc.restart_with_huge_pages() is None  # no exception: the run goes on
+
+
+def test_an_unknown_lmjax_malloc_is_a_one_line_error_before_anything_runs(tmp_path):
+    workdir = tmp_path / "run"
+    proc = run_script(
+        "train.py",
+        f"--config={CONFIGS}/gpt_shakespeare_char.py:test",
+        f"--workdir={workdir}",
+        env={"LMJAX_MALLOC": "sytem"},
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "lmjax: error: LMJAX_MALLOC='sytem' is not a setting: use LMJAX_MALLOC=system "
+        "(glibc's defaults) or unset it"
+    ]
+    assert not workdir.exists()
