@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from lmjax import flops, host_malloc
@@ -34,6 +35,16 @@ def test_benchmark_prints_consistent_json():
     )
     assert 0 < result["mfu"] < 1
     assert result["peak_flops_source"] == "measured float32 matmul"
+
+
+def test_bf16_peak_times_the_dot_the_model_runs():
+    # bf16 operands into a float32 dot, as `transformer.matmul`: no upcast of the operands (XLA:CPU
+    # converts them to float32 for a bf16-result dot, which runs at the float32 rate).
+    hlo = flops.peak_matmul().lower(jax.numpy.ones((64, 64), jax.numpy.bfloat16)).compile()
+    text = hlo.as_text()
+    assert "convert" not in text, text
+    dots = [line for line in text.splitlines() if " dot(" in line]
+    assert dots and all("= f32[64,64]" in line for line in dots), text
 
 
 @pytest.mark.parametrize(
