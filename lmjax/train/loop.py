@@ -133,7 +133,8 @@ def _train(
     flops_per_step = (
         task.flops_per_token(num_params, data.vocab_size) * config.batch_size * config.seq_len
     )
-    peak_flops = flops.measure_peak_flops() * s.mesh.devices.size
+    # In the compute dtype, as benchmark.py: a bf16 run on a CPU against its bf16 matmul peak.
+    peak_flops = flops.measure_peak_flops(jax.numpy.dtype(config.model.dtype)) * s.mesh.devices.size
     schedule = step.learning_rate_schedule(config)
     logging.info("model: %s parameters (position embeddings excluded)", f"{num_params:,}")
 
