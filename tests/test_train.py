@@ -120,6 +120,19 @@ def test_weight_decay_mask_spares_biases_layernorm_and_embeddings():
     assert not any(m for k, m in flat.items() if "embed" in k or "ln_" in k or "bias" in k)
 
 
+def test_mfu_divides_by_the_peak_of_the_compute_dtype(workdir, monkeypatch):
+    asked = []
+    monkeypatch.setattr(
+        loop.flops, "measure_peak_flops", lambda dtype=np.float32: asked.append(dtype) or 1e12
+    )
+    config = tiny_config(**{"model.dtype": "bfloat16", "num_train_steps": 2})
+    config.log_every_steps = 1
+    loop.train_and_evaluate(config, workdir)
+    assert asked == [jax.numpy.bfloat16]
+    mfus = [r["train/mfu"] for r in workdir_lib.read_metrics(workdir) if "train/mfu" in r]
+    assert mfus and all(0 < m < 1 for m in mfus)
+
+
 def test_resume_equals_uninterrupted_in_process(tmp_path):
     config = tiny_config(log_every_steps=1)
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
