@@ -9,6 +9,7 @@ forward and backward matmuls of the N parameters (position embeddings excluded),
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -59,7 +60,7 @@ def flops_per_token(num_params: int, num_layers: int, emb_dim: int, seq_len: int
     return 6 * num_params + 12 * num_layers * emb_dim * seq_len
 
 
-def peak_matmul():
+def peak_matmul() -> Callable[[jax.Array], jax.Array]:
     """The matmul `measure_peak_flops` times: float32 products and sums whatever the input dtype,
     as the model's matmuls (`transformer.matmul`). A bf16 dot returning bf16 runs at the float32
     rate on XLA:CPU; timing that one halved the bf16 peak on an AVX512-BF16 CPU, and (b) printed
