@@ -125,8 +125,7 @@ def test_mfu_divides_by_the_peak_of_the_compute_dtype(workdir, monkeypatch):
     monkeypatch.setattr(
         loop.flops, "measure_peak_flops", lambda dtype=np.float32: asked.append(dtype) or 1e12
     )
-    config = tiny_config(**{"model.dtype": "bfloat16", "num_train_steps": 2})
-    config.log_every_steps = 1
+    config = tiny_config(**{"model.dtype": "bfloat16"}, num_train_steps=2, log_every_steps=1)
     loop.train_and_evaluate(config, workdir)
     assert asked == [jax.numpy.bfloat16]
     mfus = [r["train/mfu"] for r in workdir_lib.read_metrics(workdir) if "train/mfu" in r]
