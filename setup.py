@@ -20,7 +20,6 @@ setup(
         "importlib_resources==7.1.0",  # tfds 4.9.10 imports it but declares it for Python < 3.9
         "tensorflow-cpu==2.21.0",
         "tensorboard==2.21.0",
-        "clu==0.0.12",
         "tokenizers==0.22.2",
         "safetensors==0.8.0",  # Hugging Face checkpoints, read and written without torch
         "absl-py==2.5.1",

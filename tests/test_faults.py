@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from lmjax import errors
 from lmjax import workdir as workdir_lib
@@ -44,33 +43,6 @@ def _is_finite(workdir, saved_step):
 @pytest.fixture(autouse=True)
 def _absl_info(caplog):
     caplog.set_level(logging.INFO)  # "resumed from ..." and the warnings, as the loop logs them
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent compilation cache for this module's runs, in process and in subprocesses:
-    they compile the same few programs again and again (a loaded program computes the same
-    numbers). Switched off again after the module."""
-    settings = {
-        "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("compile_cache")),
-        "jax_persistent_cache_min_compile_time_secs": 0.0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    before = {k: getattr(jax.config, k) for k in settings}
-    for k, v in settings.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()  # read the settings again at the next compile
-    yield
-    for k, v in before.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
-
-
-def _env():
-    """`script_env()` with this module's compilation cache (`compile_cache`)."""
-    cache = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")  # fmt: skip
-    return {**script_env(), **{k.upper(): str(getattr(jax.config, k)) for k in cache}}
 
 
 # ---- Divergence: a non-finite state is never saved ----
@@ -285,7 +257,7 @@ def _start(workdir, *flags, preexec_fn=None):
         return subprocess.Popen(
             [sys.executable, os.path.join(REPO, "experiments", "train.py"),
              f"--workdir={workdir}", *RUN_FLAGS, *flags],
-            env=_env(), stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=preexec_fn,
+            env=script_env(), stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=preexec_fn,
         )  # fmt: skip
 
 
@@ -294,7 +266,7 @@ def _run(workdir, *flags, preexec_fn=None):
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "experiments", "train.py"),
          f"--workdir={workdir}", *RUN_FLAGS, *flags],
-        env=_env(), capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn,
+        env=script_env(), capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn,
     )  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """Metric writing: one flat dict per step (`train/loss`, `eval/loss`, ...) goes to
-`WORKDIR/metrics.jsonl` and to TensorBoard event files (`lmjax.workdir`); only process 0 writes."""
+`WORKDIR/metrics.jsonl` and to a TensorBoard event file (`lmjax.workdir`); only process 0 writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import functools
 import logging as std_logging
 import math
 import os
+import socket
 import sys
+import time
 
 import jax
 from absl import logging
@@ -21,13 +23,10 @@ class MetricWriter:
         self.workdir = workdir
         self._tb = None
         if self.enabled:
-            try:  # clu's writer imports TensorFlow: only where metrics are written
-                from clu import metric_writers
-            except ImportError as e:  # e.g. a GPU image without TensorFlow: keep the JSON lines
+            try:
+                self._tb = EventFile(workdir_lib.tensorboard_dir(workdir))
+            except ImportError as e:  # an image without the tensorboard package
                 logging.warning("no TensorBoard files (%s); metrics.jsonl only", e)
-            else:
-                tb_dir = workdir_lib.tensorboard_dir(workdir)
-                self._tb = metric_writers.SummaryWriter(str(tb_dir))
 
     def truncate_after(self, step: int) -> None:
         """Drops records after `step`: a resumed run rewrites them, so the file has no repeats."""
@@ -51,6 +50,44 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class EventFile:
+    """TensorBoard scalars in one event file, written with the `tensorboard` package's protos and
+    record framing. Not clu's or tensorboard's writer: both open the file through TensorFlow's
+    file system layer, and importing TensorFlow took ~4 s of every run's start."""
+
+    def __init__(self, directory: workdir_lib.PathLike):
+        from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
+        from tensorboard.summary.writer import record_writer
+
+        self._event_pb2, self._float = event_pb2, types_pb2.DT_FLOAT
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DataClass.DATA_CLASS_SCALAR,
+        )
+        directory = workdir_lib.path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
+        self._records = record_writer.RecordWriter((directory / name).open("wb"))
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event) -> None:
+        self._records.write(event.SerializeToString())
+
+    def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        event = self._event_pb2.Event(wall_time=time.time(), step=step)
+        for tag, value in scalars.items():
+            v = event.summary.value.add(tag=tag, metadata=self._metadata)
+            v.tensor.dtype = self._float  # a float32 scalar (no shape), as tensorboard writes
+            v.tensor.float_val.append(value)
+        self._write(event)
+
+    def flush(self) -> None:
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.close()
 
 
 def format_duration(seconds: float) -> str:
@@ -79,22 +116,24 @@ def quiet_library_logs(tracebacks: bool = False) -> None:
 
 def is_lmjax_record(record: std_logging.LogRecord) -> bool:
     """A warning or worse, or a record logged by a module of lmjax or by `__main__`. Told apart
-    by the module that logged it (absl names every record "absl"), found from its source file:
-    not by the path, which holds "lmjax" for every library of a venv inside a checkout."""
+    by the file that logged it (absl names every record "absl"): one inside the lmjax package's
+    directory, not any path holding "lmjax" (every library of a venv inside a checkout does)."""
     return record.levelno >= std_logging.WARNING or _is_lmjax_module(record)
 
 
 def _is_lmjax_module(record: std_logging.LogRecord) -> bool:
-    module = _module_of(record.pathname)
-    return module == "__main__" or module.split(".")[0] == "lmjax"
+    return _is_lmjax_file(record.pathname)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 @functools.cache
-def _module_of(pathname: str) -> str:
-    """The name of the imported module whose file is `pathname` ("" when none is)."""
-    target = os.path.realpath(pathname)
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if file and os.path.realpath(file) == target:
-            return name
-    return ""
+def _is_lmjax_file(pathname: str) -> bool:
+    """`pathname` is a file of the lmjax package or the `__main__` script. (Comparing it with
+    the file of each module in `sys.modules` cost ~1.2 s of realpath calls at a run's start.)"""
+    path = os.path.realpath(pathname)
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path.startswith(_PACKAGE_DIR + os.sep) or (
+        main is not None and path == os.path.realpath(main)
+    )
