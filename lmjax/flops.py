@@ -8,6 +8,7 @@ forward and backward matmuls of the N parameters (position embeddings excluded),
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -74,12 +75,20 @@ def measure_peak_flops(
     """Measured matmul FLOP/s of the first device: the best of `repeats` square matmuls.
 
     20 repeats, not 5: on a 2-core CPU a best of 5 once came out at about half the usual peak
-    (the suite printed a 95% MFU for a step at its usual speed); 20 cost ~0.2 s there."""
+    (the suite printed a 95% MFU for a step at its usual speed); 20 cost ~0.2 s there. Measured
+    once per process, device kind and dtype: a process that trains many runs (a sweep's worker,
+    a notebook) reuses the first figure (on 8 simulated CPU devices a measurement takes ~1 s)."""
     device = jax.devices()[0]
     peak = known_peak_flops(device.device_kind)
     if peak is not None:
         return peak
-    if device.platform == "cpu":
+    return _measure(device.platform, device.device_kind, jnp.dtype(dtype), size, repeats)
+
+
+@functools.cache
+def _measure(platform: str, device_kind: str, dtype: jnp.dtype, size: int, repeats: int) -> float:
+    del device_kind  # part of the cache key only
+    if platform == "cpu":
         size = min(size, 1024)
     x = jnp.ones((size, size), dtype)
     matmul = peak_matmul()
