@@ -27,4 +27,5 @@ class Diverged(RunStopped, FloatingPointError):
 
 
 class SaveFailed(RunStopped, OSError):
-    """A checkpoint could not be written (no space left, no permission): the run stops at once."""
+    """A checkpoint or the metrics could not be written (no space left, no permission): the run
+    stops at once."""

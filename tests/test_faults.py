@@ -1,6 +1,7 @@
 """Faults a run survives without losing work: divergence on a save step, damaged checkpoints,
 a second run in the same workdir, kills at random moments, a failed save, a failed start."""
 
+import errno
 import glob
 import logging
 import os
@@ -21,7 +22,7 @@ import pytest
 from lmjax import errors
 from lmjax import workdir as workdir_lib
 from lmjax.data import tokenizers
-from lmjax.train import build, checkpoint, loop, step
+from lmjax.train import build, checkpoint, loop, metrics, step
 from tests.conftest import CONFIGS, REPO, script_env, tiny_config
 from tests.test_train import _train_losses
 
@@ -233,6 +234,41 @@ def test_no_room_for_a_checkpoint_stops_before_saving(workdir, monkeypatch):
     with pytest.raises(errors.SaveFailed, match=r"no space for checkpoint 1: .* 0.0 MB free"):
         loop.train_and_evaluate(tiny_config(checkpoint_every_steps=1), workdir)
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def test_metrics_that_cannot_be_written_stop_the_run_with_one_line(reference, workdir, monkeypatch):
+    """A full disk met by metrics.jsonl (step 3) stops the run as a failed save does; the rerun
+    resumes from step 2's checkpoint and ends as the uninterrupted run."""
+    append = workdir_lib.append_metrics
+
+    def no_space_at_step_3(path, record):
+        if record["step"] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{path}/metrics.jsonl")
+        append(path, record)
+
+    with monkeypatch.context() as m:
+        m.setattr(workdir_lib, "append_metrics", no_space_at_step_3)
+        with pytest.raises(errors.SaveFailed) as err:
+            loop.train_and_evaluate(_every_other_step(), workdir)
+    line = str(err.value)
+    assert line.startswith("writing the metrics of step 3 failed: No space left on device (")
+    assert f"the last good checkpoint is step 2 in {workdir}/checkpoints" in line
+    assert "\n" not in line
+    loop.train_and_evaluate(_every_other_step(), workdir)
+    assert _train_losses(workdir) == _train_losses(reference)
+
+
+def test_a_tensorboard_file_that_cannot_be_written_warns_and_the_run_goes_on(
+    reference, workdir, monkeypatch, caplog
+):
+    def no_space(self, step, scalars):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(metrics.EventFile, "write_scalars", no_space)
+    loop.train_and_evaluate(_every_other_step(), workdir)
+    assert "TensorBoard file: [Errno 28] No space left on device; metrics.jsonl only" in caplog.text
+    assert caplog.text.count("TensorBoard file:") == 1
+    assert _train_losses(workdir) == _train_losses(reference)
 
 
 # ---- Whole runs in subprocesses: a second run, kills, a write that fails ----

@@ -141,11 +141,11 @@ def _check_free_space(manager, step, state) -> None:
 
 def _save_failed(manager, e: BaseException) -> errors.SaveFailed:
     return errors.SaveFailed(
-        f"saving a checkpoint failed: {_reason(e)}; {last_good(manager)} once that is fixed"
+        f"saving a checkpoint failed: {reason(e)}; {last_good(manager)} once that is fixed"
     )
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
     """One line for an exception: the OS's words and the file where TensorStore names them
     (`os_error_code='28'` -> 'No space left on device'), else its innermost cause's first line."""
     text = str(e)
@@ -199,7 +199,7 @@ def _saved_state_metadata(manager, step):
     try:
         saved = manager.item_metadata(step)["state"]
     except Exception as e:
-        raise Damaged(f"its metadata cannot be read: {_reason(e)}") from e
+        raise Damaged(f"its metadata cannot be read: {reason(e)}") from e
     if saved is None:  # Orbax reads a missing state/_METADATA as an item it cannot name
         raise Damaged("its metadata cannot be read: state/_METADATA is missing")
     return saved
@@ -219,7 +219,7 @@ def restore(
             ),
         )
     except Exception as e:  # TensorStore, JSON and file errors all mean the same here
-        raise Damaged(_reason(e)) from e
+        raise Damaged(reason(e)) from e
     if not all_finite(restored["state"]):  # e.g. saved by an lmjax without the NaN guard
         raise Damaged("it holds values that are not finite (a diverged run saved it)")
     return restored["state"], restored["data"]

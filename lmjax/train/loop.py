@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from typing import Any
 
 import jax
 import ml_collections
@@ -170,13 +171,13 @@ def _train(
                         "train/mfu": flops_per_step / step_time / peak_flops,
                     }
                 )
-                writer.write(s, last_metrics)
+                _write_metrics(writer, manager, s, last_metrics)
                 _log_line(s, config.num_train_steps, last_metrics, step_time)
                 timer_start, timer_step = time.perf_counter(), s
 
             if s % config.eval_every_steps == 0 or is_last:
                 eval_metrics = evaluate(task, steps, state, eval_batches)
-                writer.write(s, eval_metrics)
+                _write_metrics(writer, manager, s, eval_metrics)
                 last_metrics.update(eval_metrics)
                 logging.info(
                     "step %d eval: %s",
@@ -199,6 +200,18 @@ def _train(
         preemption.restore()
         checkpoint.finish(manager)
     return last_metrics
+
+
+def _write_metrics(writer: MetricWriter, manager: Any, s: int, metrics: dict) -> None:
+    """`writer.write`; a metrics.jsonl that cannot be written (a full disk) stops the run with
+    one line, as a failed checkpoint save does."""
+    try:
+        writer.write(s, metrics)
+    except OSError as e:
+        raise errors.SaveFailed(
+            f"writing the metrics of step {s} failed: {checkpoint.reason(e)}; "
+            f"{checkpoint.last_good(manager)} once that is fixed"
+        ) from e
 
 
 def _check_finite(pending, manager, state=None, s=None):

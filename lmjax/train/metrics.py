@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import time
+from typing import Any
 
 import jax
 from absl import logging
@@ -34,22 +35,31 @@ class MetricWriter:
             workdir_lib.truncate_metrics(self.workdir, step)
 
     def write(self, step: int, metrics: dict) -> None:
+        """Appends to metrics.jsonl (an OSError, e.g. a full disk, is the caller's to report),
+        then to the TensorBoard file."""
         if not self.enabled:
             return
         metrics = {k: float(v) for k, v in metrics.items()}
         workdir_lib.append_metrics(self.workdir, {"step": int(step), **metrics})
-        if self._tb is not None:
-            self._tb.write_scalars(
-                int(step), {k: v for k, v in metrics.items() if math.isfinite(v)}
-            )
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        self._tensorboard("write_scalars", int(step), finite)
 
     def flush(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
+        self._tensorboard("flush")
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        self._tensorboard("close")
+
+    def _tensorboard(self, method: str, *args: Any) -> None:
+        """TensorBoard's copy is for viewing: one that cannot be written (a full disk) stops
+        with a warning, and the run goes on with metrics.jsonl."""
+        if self._tb is None:
+            return
+        try:
+            getattr(self._tb, method)(*args)
+        except OSError as e:
+            logging.warning("TensorBoard file: %s; metrics.jsonl only from here on", e)
+            self._tb = None
 
 
 class EventFile:
@@ -72,7 +82,7 @@ class EventFile:
         self._records = record_writer.RecordWriter((directory / name).open("wb"))
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
-    def _write(self, event) -> None:
+    def _write(self, event: Any) -> None:
         self._records.write(event.SerializeToString())
 
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
