@@ -1,8 +1,9 @@
 """Runs the tiny config under several meshes in one process; prints JSON for test_parallel.py.
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel_worker.py OUT_DIR
+  python tests/parallel_worker.py OUT_DIR [CASE ...]    # XLA_FLAGS: 8 host platform devices
 
-Each case is a name and dotted overrides; a case with `devices` uses only the first N devices.
+Each case is a name, dotted overrides and how many of the devices it uses. Without CASE names
+it runs them all; fsdp8 also runs the RESUMED cases, which start from its checkpoint.
 """
 
 import json
@@ -63,9 +64,10 @@ def param_shards(config, devices):
     return {name: [x.sharding.shard_shape(x.shape), str(x.dtype)] for name, x in flat.items()}
 
 
-def main(out_dir):
+def main(out_dir, names):
     results = {}
-    for name, (overrides, n) in CASES.items():
+    for name in names:
+        overrides, n = CASES[name]
         config = override(tiny_config(**BASE), **overrides)
         workdir = os.path.join(out_dir, name)
         loop.train_and_evaluate(config, workdir, devices=jax.devices()[:n])
@@ -74,7 +76,7 @@ def main(out_dir):
         if name in SHARDS:
             results[name]["shards"] = param_shards(config, jax.devices()[:n])
     # Resharding restore: fsdp=8's step-5 checkpoint resumed under other meshes.
-    for name, (overrides, n) in RESUMED.items():
+    for name, (overrides, n) in RESUMED.items() if "fsdp8" in names else ():
         workdir = os.path.join(out_dir, name)
         shutil.copytree(os.path.join(out_dir, "fsdp8"), workdir)
         shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))
@@ -86,4 +88,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:] or list(CASES))
