@@ -80,12 +80,12 @@ def _tensorboard_scalars(workdir, tag):
     return [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
 
 
-def test_training_never_imports_tensorflow():
+def test_training_never_imports_tensorflow(tmp_path):
     """TensorFlow takes ~4 s to import: a run on local data writes its TensorBoard files
     without it (tensorflow_datasets input still imports it)."""
     code = (
-        "import sys, tempfile; from lmjax.train import loop; from tests.conftest import"
-        " tiny_config; loop.train_and_evaluate(tiny_config(num_train_steps=2), tempfile.mkdtemp());"
+        "import sys; from lmjax.train import loop; from tests.conftest import tiny_config;"
+        f" loop.train_and_evaluate(tiny_config(num_train_steps=2), {str(tmp_path)!r});"
         " print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))"
     )
     proc = subprocess.run(
@@ -95,9 +95,18 @@ def test_training_never_imports_tensorflow():
     assert proc.stdout.splitlines()[-1] == "[]"
 
 
-def test_metrics_without_tensorboard_still_write_json_lines(tmp_path, monkeypatch):
-    """An image without the tensorboard package keeps metrics.jsonl."""
-    monkeypatch.setitem(sys.modules, "tensorboard.compat.proto", None)  # import raises
+def _no_space(*args):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("missing", ["tensorboard_package", "room_for_the_event_file"])
+def test_metrics_without_tensorboard_still_write_json_lines(tmp_path, monkeypatch, missing):
+    """An image without the tensorboard package, or an event file that cannot be created,
+    keeps metrics.jsonl."""
+    if missing == "tensorboard_package":
+        monkeypatch.setitem(sys.modules, "tensorboard.compat.proto", None)  # import raises
+    else:
+        monkeypatch.setattr(metrics.workdir_lib, "tensorboard_dir", _no_space)
     writer = metrics.MetricWriter(str(tmp_path))
     writer.write(1, {"train/loss": 2.5})
     writer.close()

@@ -26,7 +26,7 @@ class MetricWriter:
         if self.enabled:
             try:
                 self._tb = EventFile(workdir_lib.tensorboard_dir(workdir))
-            except ImportError as e:  # an image without the tensorboard package
+            except (ImportError, OSError) as e:  # no tensorboard package; a full disk
                 logging.warning("no TensorBoard files (%s); metrics.jsonl only", e)
 
     def truncate_after(self, step: int) -> None:
@@ -117,7 +117,7 @@ def quiet_library_logs(tracebacks: bool = False) -> None:
     def keep(record: std_logging.LogRecord) -> bool:
         if not is_lmjax_record(record):
             return False
-        if not tracebacks and record.exc_info and not _is_lmjax_module(record):
+        if not tracebacks and record.exc_info and not _is_lmjax_file(record.pathname):
             record.exc_info = record.exc_text = None
         return True
 
@@ -128,11 +128,7 @@ def is_lmjax_record(record: std_logging.LogRecord) -> bool:
     """A warning or worse, or a record logged by a module of lmjax or by `__main__`. Told apart
     by the file that logged it (absl names every record "absl"): one inside the lmjax package's
     directory, not any path holding "lmjax" (every library of a venv inside a checkout does)."""
-    return record.levelno >= std_logging.WARNING or _is_lmjax_module(record)
-
-
-def _is_lmjax_module(record: std_logging.LogRecord) -> bool:
-    return _is_lmjax_file(record.pathname)
+    return record.levelno >= std_logging.WARNING or _is_lmjax_file(record.pathname)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
