@@ -1,20 +1,24 @@
-"""Every entry point restarts itself once with glibc's malloc asking for huge pages.
+"""Every entry point restarts itself once with glibc's malloc set to keep the memory it gets.
 
-XLA:CPU allocates one block for all of a step's temporaries each time the step runs and frees it
-afterwards: 47 MB at the Shakespeare GPT's shape, more at bigger ones. glibc serves a block that
-large with a fresh `mmap`, so every step touches its temporaries for the first time, one 4 KiB
-page fault after another (~25k faults a step at the Shakespeare GPT's shape, ~325k at L6 C384
-T256 B8: a third and a fifth of the step). `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` makes glibc
-`madvise` those mappings for transparent huge pages, one fault per 2 MiB. On this project's
-2-core Zen 5, float32: the Shakespeare GPT 29 -> 19 ms a step, nanoGPT's GPU model (L6 C384
-T256 B8) 568 -> 447 ms, the tiny BERT 123 -> 80 ms (README, "Where the time goes").
+XLA:CPU allocates the buffers of a step's temporaries each time the step runs and frees them
+afterwards (~600 MB a step at L6 C384 T256 B8). glibc serves blocks that large with a fresh
+`mmap` and gives them back at `free`, so every step page-faults its temporaries in again, 4 KiB
+at a time: ~325k faults a step at that shape, a fifth of the step on a 2-core Zen 5. The restart
+sets four `GLIBC_TUNABLES` (`TUNABLES`): `mmap_max=0` (large blocks come from the heap too),
+`trim_threshold` of 64 GiB (free memory stays in the process), `arena_max=1` (XLA's threads
+share the main heap: a thread's own arena stops at 64 MB and would map larger blocks anyway) and
+`hugetlb=1` (the heap on transparent huge pages where the kernel allows, fewer faults while it
+grows). After the first steps a step faults no page in. The cost is memory: the process keeps
+the high-water mark of its heap, fragmented by blocks of many lifetimes (a training run at that
+shape: 3.9 GB resident against 1.75 GB; at the Shakespeare GPT's 0.83 against 0.65).
+Measured on a 2-core Zen 4 (README, "Where the time goes"): the train loop at that shape 1210 ->
+884 ms a step; the Shakespeare GPT's 53 -> 42 ms.
 
 glibc reads its tunables when a process starts, hence the restart: `os.execve` of the same
-command line (same PID, nothing run yet: `cli.run` calls `restart_with_huge_pages` before it
-parses the flags). Nothing happens off Linux, on a C library other than glibc >= 2.35 (where the
-tunable appeared), with transparent huge pages `never`, when GLIBC_TUNABLES already sets
-`glibc.malloc.hugetlb`, or with `LMJAX_MALLOC=system`. It changes where memory comes from, never
-a number a run computes.
+command line (same PID, nothing run yet: `cli.run` calls `restart_tuned` before it parses the
+flags). Nothing happens off Linux, on a C library other than glibc >= 2.35 (where `hugetlb`
+appeared), when GLIBC_TUNABLES already sets each of the four (the user's value wins over ours),
+or with `LMJAX_MALLOC=system`. It changes where memory comes from, never a number a run computes.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from __future__ import annotations
 import os
 import sys
 
-TUNABLE = "glibc.malloc.hugetlb=1"
+TUNABLES = (
+    "glibc.malloc.hugetlb=1",
+    "glibc.malloc.mmap_max=0",
+    "glibc.malloc.trim_threshold=68719476736",
+    "glibc.malloc.arena_max=1",
+)
 OPT_OUT = "LMJAX_MALLOC"  # =system: keep glibc's defaults
-THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def glibc_version() -> tuple[int, int] | None:
@@ -37,39 +45,33 @@ def glibc_version() -> tuple[int, int] | None:
         return None
 
 
-def huge_pages_possible(thp_enabled: str = THP_ENABLED) -> bool:
-    """Whether the kernel gives transparent huge pages to a mapping that asks (`always` or
-    `madvise` in /sys/kernel/mm/transparent_hugepage/enabled)."""
-    try:
-        with open(thp_enabled) as f:
-            return "[never]" not in f.read()
-    except OSError:
-        return False
+def missing(env: dict[str, str]) -> list[str]:
+    """The `TUNABLES` whose names `env`'s GLIBC_TUNABLES does not set (by us, or the user)."""
+    given = {t.partition("=")[0] for t in env.get("GLIBC_TUNABLES", "").split(":")}
+    return [t for t in TUNABLES if t.partition("=")[0] not in given]
 
 
-def wanted(env: dict[str, str] | None = None, thp_enabled: str = THP_ENABLED) -> bool:
-    """Whether this process should restart with `TUNABLE`."""
+def wanted(env: dict[str, str] | None = None) -> bool:
+    """Whether this process should restart with the `missing` tunables."""
     env = os.environ if env is None else env
-    tunables = env.get("GLIBC_TUNABLES", "")
     return (
         env.get(OPT_OUT, "") != "system"
         and sys.platform.startswith("linux")
         and (glibc_version() or (0, 0)) >= (2, 35)
-        and "glibc.malloc.hugetlb=" not in tunables  # set already: by us, or the user's choice
-        and huge_pages_possible(thp_enabled)
+        and bool(missing(env))
         and bool(sys.executable)
     )
 
 
 def tuned_env(env: dict[str, str]) -> dict[str, str]:
-    """`env` with `TUNABLE` added to its GLIBC_TUNABLES (colon-separated)."""
+    """`env` with the `missing` tunables added to its GLIBC_TUNABLES (colon-separated)."""
     tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
-    return {**env, "GLIBC_TUNABLES": ":".join([*tunables, TUNABLE])}
+    return {**env, "GLIBC_TUNABLES": ":".join([*tunables, *missing(env)])}
 
 
 def untuned_env(env: dict[str, str]) -> dict[str, str]:
-    """`env` without `TUNABLE`: how a user runs another program (the benchmark's peers)."""
-    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t != TUNABLE]
+    """`env` without `TUNABLES`: how a user runs another program (the benchmark's peers)."""
+    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t not in TUNABLES]
     out = {k: v for k, v in env.items() if k != "GLIBC_TUNABLES"}
     return {**out, "GLIBC_TUNABLES": ":".join(tunables)} if tunables else out
 
@@ -83,9 +85,9 @@ def opt_out_error(env: dict[str, str] | None = None) -> str | None:
     return f"{OPT_OUT}={value!r} is not a setting: {fix}"
 
 
-def restart_with_huge_pages() -> None:
-    """Re-executes this command line with `TUNABLE` when `wanted()`; returns only when it does
-    not restart (or the exec fails)."""
+def restart_tuned() -> None:
+    """Re-executes this command line with the `missing` tunables when `wanted()`; returns only
+    when it does not restart (or the exec fails)."""
     if not wanted():
         return
     sys.stdout.flush()

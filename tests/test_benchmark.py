@@ -141,8 +141,9 @@ def test_suite_runs_each_point_and_tabulates_with_a_dash_where_a_figure_is_missi
     ]
 
 
-def test_suite_runs_the_peers_without_lmjax_huge_page_malloc(tmp_path, monkeypatch):
-    monkeypatch.setenv("GLIBC_TUNABLES", f"glibc.malloc.arena_max=4:{host_malloc.TUNABLE}")
+def test_suite_runs_the_peers_without_lmjax_malloc_tunables(tmp_path, monkeypatch):
+    ours = ":".join(host_malloc.TUNABLES)
+    monkeypatch.setenv("GLIBC_TUNABLES", f"glibc.malloc.tcache_count=16:{ours}")
     script = tmp_path / "benchmark.py"
     script.write_text(FAKE_BENCHMARK)
     # the peer prints the length of the GLIBC_TUNABLES it got as its "ms"
@@ -151,8 +152,8 @@ def test_suite_runs_the_peers_without_lmjax_huge_page_malloc(tmp_path, monkeypat
     peer = benchmark.Peer("fake", ("json",), (), command, float)
     point = benchmark.Point("configs/gpt_shakespeare_char.py", TINY_GPT, peer="fake")
     (row,) = benchmark.run_suite([point], 2, str(script), peers={"fake": peer}, log=print)
-    assert row.lmjax["tunables"] == f"glibc.malloc.arena_max=4:{host_malloc.TUNABLE}"
-    assert row.peer_ms == len("glibc.malloc.arena_max=4")
+    assert row.lmjax["tunables"] == f"glibc.malloc.tcache_count=16:{ours}"
+    assert row.peer_ms == len("glibc.malloc.tcache_count=16")
 
 
 def test_suite_peers_get_the_shapes_of_the_lmjax_configs():

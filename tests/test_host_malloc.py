@@ -1,4 +1,4 @@
-"""The restart with glibc's huge-page malloc (lmjax/host_malloc.py): when it happens, what the
+"""The restart with glibc's malloc tunables (lmjax/host_malloc.py): when it happens, what the
 restarted process gets, and that the benchmark's peers run without it."""
 
 import json
@@ -10,56 +10,47 @@ from lmjax import cli, host_malloc
 from tests.conftest import CONFIGS, run_script
 
 GLIBC_OK = sys.platform.startswith("linux") and (host_malloc.glibc_version() or (0, 0)) >= (2, 35)
-
-
-@pytest.fixture
-def thp(tmp_path):
-    """A fake /sys/kernel/mm/transparent_hugepage/enabled with the given setting selected."""
-
-    def write(selected):
-        path = tmp_path / "enabled"
-        path.write_text(
-            " ".join(f"[{s}]" if s == selected else s for s in ("always", "madvise", "never"))
-        )
-        return str(path)
-
-    return write
+OURS = ":".join(host_malloc.TUNABLES)
 
 
 @pytest.mark.skipif(not GLIBC_OK, reason="needs Linux with glibc >= 2.35")
-def test_wanted_on_linux_glibc_unless_opted_out(thp):
-    assert host_malloc.wanted({}, thp("madvise"))
-    assert host_malloc.wanted({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, thp("always"))
-    assert not host_malloc.wanted({}, thp("never"))  # the kernel would not give huge pages
-    assert not host_malloc.wanted({}, "/nonexistent/enabled")
-    assert not host_malloc.wanted({"LMJAX_MALLOC": "system"}, thp("madvise"))
-    # already restarted, or the user set it (to 0 too): never a second restart
-    assert not host_malloc.wanted({"GLIBC_TUNABLES": host_malloc.TUNABLE}, thp("madvise"))
-    assert not host_malloc.wanted({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, thp("madvise"))
+def test_wanted_on_linux_glibc_unless_opted_out_or_all_set():
+    assert host_malloc.wanted({})
+    assert host_malloc.wanted({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=16"})
+    assert not host_malloc.wanted({"LMJAX_MALLOC": "system"})
+    # already restarted, or the user set each of them (to other values too): no second restart
+    assert not host_malloc.wanted({"GLIBC_TUNABLES": OURS})
+    users = "glibc.malloc.hugetlb=0:glibc.malloc.mmap_max=8:glibc.malloc.trim_threshold=0:"
+    assert not host_malloc.wanted({"GLIBC_TUNABLES": users + "glibc.malloc.arena_max=4"})
+    assert host_malloc.wanted({"GLIBC_TUNABLES": users})  # arena_max is not set yet
 
 
-def test_not_wanted_off_glibc(monkeypatch, thp):
+def test_not_wanted_off_glibc(monkeypatch):
     monkeypatch.setattr(host_malloc, "glibc_version", lambda: None)  # musl, macOS
-    assert not host_malloc.wanted({}, thp("madvise"))
-    monkeypatch.setattr(host_malloc, "glibc_version", lambda: (2, 34))  # before the tunable
-    assert not host_malloc.wanted({}, thp("madvise"))
+    assert not host_malloc.wanted({})
+    monkeypatch.setattr(host_malloc, "glibc_version", lambda: (2, 34))  # before hugetlb
+    assert not host_malloc.wanted({})
 
 
 def test_tuned_and_untuned_env_keep_the_users_tunables():
-    env = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    env = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=16"}
     tuned = host_malloc.tuned_env(env)
-    assert tuned == {
-        "PATH": "/bin",
-        "GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{host_malloc.TUNABLE}",
-    }
+    assert tuned == {"PATH": "/bin", "GLIBC_TUNABLES": f"glibc.malloc.tcache_count=16:{OURS}"}
     assert host_malloc.untuned_env(tuned) == env
-    assert host_malloc.tuned_env({}) == {"GLIBC_TUNABLES": host_malloc.TUNABLE}
+    assert host_malloc.tuned_env({}) == {"GLIBC_TUNABLES": OURS}
     assert host_malloc.untuned_env(host_malloc.tuned_env({})) == {}
+    # a value the user chose is kept, and only the others are added
+    users = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}
+    assert host_malloc.tuned_env(users)["GLIBC_TUNABLES"].split(":") == [
+        "glibc.malloc.arena_max=4",
+        *host_malloc.TUNABLES[:3],
+    ]
+    assert host_malloc.untuned_env(host_malloc.tuned_env(users)) == users
 
 
 def test_run_restarts_only_for_the_programs_own_main(monkeypatch):
     calls = []
-    monkeypatch.setattr(host_malloc, "restart_with_huge_pages", lambda: calls.append(1))
+    monkeypatch.setattr(host_malloc, "restart_tuned", lambda: calls.append(1))
     monkeypatch.setattr(cli.app, "run", lambda main, flags_parser: None)
 
     def main(argv):
@@ -86,14 +77,12 @@ def _benchmark(**env):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(
-    not (GLIBC_OK and host_malloc.huge_pages_possible()), reason="needs glibc >= 2.35 and THP"
-)
-def test_an_entry_point_restarts_once_with_the_tunable_and_runs():
+@pytest.mark.skipif(not GLIBC_OK, reason="needs Linux with glibc >= 2.35")
+def test_an_entry_point_restarts_once_with_the_tunables_and_runs():
     # the restarted process (which kept the interpreter's -u) has the user's tunable and ours;
     # a restart loop would time out
-    tuned = _benchmark(LMJAX_MALLOC="", GLIBC_TUNABLES="glibc.malloc.arena_max=4")
-    assert tuned["glibc_tunables"] == f"glibc.malloc.arena_max=4:{host_malloc.TUNABLE}"
+    tuned = _benchmark(LMJAX_MALLOC="", GLIBC_TUNABLES="glibc.malloc.tcache_count=16")
+    assert tuned["glibc_tunables"] == f"glibc.malloc.tcache_count=16:{OURS}"
     assert tuned["step_ms"] > 0
     assert _benchmark(LMJAX_MALLOC="system", GLIBC_TUNABLES="")["glibc_tunables"] == ""
 
@@ -105,7 +94,7 @@ def test_a_failed_restart_runs_on(monkeypatch):
         raise FileNotFoundError("no interpreter")
 
     monkeypatch.setattr(host_malloc.os, "execve", execve)
-    assert host_malloc.restart_with_huge_pages() is None  # no exception: the run goes on
+    assert host_malloc.restart_tuned() is None  # no exception: the run goes on
 
 
 def test_an_unknown_lmjax_malloc_is_a_one_line_error_before_anything_runs(tmp_path):
