@@ -95,11 +95,13 @@ def run(
             state, metrics = train_step(state, batches[i % len(batches)])
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - t)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         for i in range(steps):
             state, metrics = train_step(state, batches[i % len(batches)])
         jax.block_until_ready((state, metrics))  # the last update too, before the peak's matmuls
         step_s = (time.perf_counter() - start) / steps
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
     num_params = flops.count_params(compiled.unplace(state)["params"])
     tokens_per_step = config.batch_size * config.seq_len
@@ -122,6 +124,7 @@ def run(
         "step_ms": 1000 * step_s,
         "step_ms_median_synced": 1000 * statistics.median(times),
         "tokens_per_sec": tokens_per_step / step_s,
+        "page_faults_per_step": faults / steps,  # memory the step touches for the first time
         "tokens_per_sec_per_device": tokens_per_step / step_s / n,
         "model_flops_per_step": flops_per_step,
         "peak_flops": peak_per_device * n,
