@@ -65,29 +65,28 @@ def matthews_corrcoef(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(cov_true_predicted / np.sqrt(cov_true * cov_predicted))
 
 
-def _correlation(fn, labels, predictions):
+def _correlation(name, labels, predictions):
+    """`scipy.stats.<name>`'s correlation of the two, as float64."""
+    import scipy.stats  # 0.6 s to import: only for STS-B, not at every run's start
+
     labels, predictions = _pair(labels, predictions)
     labels, predictions = labels.astype(np.float64), predictions.astype(np.float64)
     # scipy gives NaN (and a warning) for a constant input: say "no correlation" instead, so that
     # an untrained model's constant predictions score 0 and metric comparisons stay defined.
     if len(labels) < 2 or np.ptp(labels) == 0 or np.ptp(predictions) == 0:
         return 0.0
-    return float(fn(labels, predictions)[0])
+    return float(getattr(scipy.stats, name)(labels, predictions)[0])
 
 
 def pearson(labels: np.ndarray, predictions: np.ndarray) -> float:
     """Pearson correlation (STS-B, scipy.stats.pearsonr); 0 when either input is constant."""
-    import scipy.stats  # 0.6 s to import: only for STS-B, not at every run's start
-
-    return _correlation(scipy.stats.pearsonr, labels, predictions)
+    return _correlation("pearsonr", labels, predictions)
 
 
 def spearman(labels: np.ndarray, predictions: np.ndarray) -> float:
     """Spearman rank correlation (STS-B, scipy.stats.spearmanr); 0 when either input is
     constant."""
-    import scipy.stats  # 0.6 s to import: only for STS-B, not at every run's start
-
-    return _correlation(scipy.stats.spearmanr, labels, predictions)
+    return _correlation("spearmanr", labels, predictions)
 
 
 _FUNCTIONS = {
