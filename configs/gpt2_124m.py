@@ -64,7 +64,7 @@ def get_config(arg=None):
     config.model.dtype = "bfloat16"  # compute; parameters and optimizer state stay float32
     config.model.activation = "gelu_tanh"
     config.model.use_bias = True  # GPT-2 has biases
-    config.model.attention_impl = "xla"  # "cudnn" on NVIDIA GPUs
+    config.model.attention_impl = "auto"  # "cudnn" on NVIDIA GPUs
     config.model.remat = False
     config.model.remat_policy = "nothing_saveable"
 

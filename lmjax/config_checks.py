@@ -18,7 +18,7 @@ import ml_collections
 from absl import logging
 
 from lmjax import errors
-from lmjax.models.transformer import ACTIVATIONS, DTYPES
+from lmjax.models.transformer import ACTIVATIONS, ATTENTION_IMPLS, DTYPES
 
 # The shortest sequence each task can lay out: BERT pretraining needs [CLS] A [SEP] B [SEP] with
 # A and B at least one token each; a classifier [CLS] A [SEP].
@@ -64,7 +64,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("model.attention_dropout_rate", _PROBABILITY, "in [0, 1)", "the attention dropout rate"),
     ("model.dtype", lambda v: v in DTYPES, f"one of {sorted(DTYPES)}", "the compute dtype"),
     ("model.activation", lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}", "the MLP's"),
-    ("model.attention_impl", lambda v: v in ("xla", "cudnn"), "xla or cudnn", "attention kernel"),
+    ("model.attention_impl", lambda v: v in ATTENTION_IMPLS, "auto, xla or cudnn", "attention"),
     ("optimizer.b1", _PROBABILITY, "in [0, 1)", "Adam's first-moment decay"),
     ("optimizer.b2", _PROBABILITY, "in [0, 1)", "Adam's second-moment decay"),
     ("optimizer.eps", _real(lambda v: v > 0), "a finite number > 0", "Adam's epsilon"),

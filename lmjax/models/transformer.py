@@ -21,7 +21,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax.models import cpu_attention
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")  # TransformerConfig.attention_impl
 
 
 @jax.custom_vjp
@@ -96,7 +99,9 @@ class TransformerConfig:
     layer_norm_epsilon: float = 1e-5
     init_std: float = 0.02
     scale_residual_init: bool = True  # GPT-2: residual projections' init std / sqrt(2 * layers)
-    attention_impl: str = "xla"  # "xla": explicit einsums (fastest on CPU); "cudnn": fused kernel
+    # "auto": the CPU kernel (cpu_attention.py) where it applies, else "xla": explicit einsums;
+    # "cudnn": the fused GPU kernel
+    attention_impl: str = "auto"
     remat: bool = False  # recompute each block's activations in the backward pass
     remat_policy: str = "nothing_saveable"  # what remat keeps: a jax.checkpoint_policies name
 
@@ -334,6 +339,25 @@ def dot_product_attention(
     return jnp.concatenate(outs, axis=1).astype(dtype)
 
 
+def _cpu_kernel_attention(qkv_BxTxHx3xK: jax.Array, head_dim: int) -> jax.Array | None:
+    """Causal attention by the CPU kernel (`cpu_attention.py`), on each device's shard of the
+    batch and heads under a mesh; None where it does not apply (not the CPU, a head dim that is
+    not a multiple of 16, no C++ compiler, the length or head dim split over devices, a batch
+    or head count that the mesh does not divide)."""
+    if not cpu_attention.applies(head_dim):
+        return None
+    mesh = jax.sharding.get_abstract_mesh()
+    spec = None
+    if not mesh.empty and mesh.size > 1:
+        spec = nn.logical_to_mesh_axes(("batch", "length", "heads", None, "kv"))
+        for dim, axes in enumerate(spec):
+            names = () if axes is None else (axes,) if isinstance(axes, str) else axes
+            split = math.prod(mesh.shape[name] for name in names)
+            if split > 1 and (dim in (1, 4) or qkv_BxTxHx3xK.shape[dim] % split):
+                return None
+    return cpu_attention.causal_attention(qkv_BxTxHx3xK, spec)
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention with a fused QKV projection and an optional KV cache for decoding."""
 
@@ -356,6 +380,21 @@ class MultiHeadAttention(nn.Module):
             x_BxTxD
         )
         qkv = nn.with_logical_constraint(qkv, ("batch", "length", "heads", None, "kv"))
+        probs_dropout = None
+        if train and cfg.attention_dropout_rate > 0:
+            probs_dropout = nn.Dropout(
+                cfg.attention_dropout_rate, deterministic=False, name="probs_dropout"
+            )
+        if (
+            cfg.attention_impl == "auto"
+            and cfg.causal
+            and not decode
+            and mask_BxTxS is None
+            and probs_dropout is None
+        ):
+            out_BxTxHxK = _cpu_kernel_attention(qkv, head_dim)
+            if out_BxTxHxK is not None:
+                return self._project_out(out_BxTxHxK, train)
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
 
         if decode:
@@ -370,11 +409,6 @@ class MultiHeadAttention(nn.Module):
             cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
             k_BxTxHxK, v_BxTxHxK = cached_k.value, cached_v.value
 
-        probs_dropout = None
-        if train and cfg.attention_dropout_rate > 0:
-            probs_dropout = nn.Dropout(
-                cfg.attention_dropout_rate, deterministic=False, name="probs_dropout"
-            )
         out_BxTxHxK = dot_product_attention(
             q_BxTxHxK,
             k_BxTxHxK,
@@ -384,6 +418,10 @@ class MultiHeadAttention(nn.Module):
             probs_dropout=probs_dropout,
             causal=cfg.causal and not decode,
         )
+        return self._project_out(out_BxTxHxK, train)
+
+    def _project_out(self, out_BxTxHxK: jax.Array, train: bool) -> jax.Array:
+        cfg = self.cfg
         out_BxTxD = Dense(
             (cfg.emb_dim,),
             ("heads", "kv", "embed"),

@@ -1,0 +1,294 @@
+// Causal softmax self-attention for XLA:CPU, as two FFI custom calls (forward, backward).
+//
+// Built and registered by cpu_attention.py. XLA:CPU runs attention's batched score and value
+// matmuls on one thread, each materialised between fusions; here every (batch, head) pair is one
+// task on XLA's intra-op thread pool, and a task keeps its scores in a few rows at a time.
+// Forward: S = (q / sqrt(K)) k^T, P = softmax(S) over keys j <= i, O = P v; it returns O and the
+// rows' log-sum-exp L. Backward recomputes P = exp(S - L) and, with D_i = dO_i . O_i:
+// dS = P * (dO v^T - D), dq = dS k / sqrt(K), dk = dS^T q / sqrt(K), dv = P^T dO.
+// Float32; the head dim a multiple of 16. qkv is the fused projection [B, T, H, 3, K]
+// (q, k, v on the 4th axis), O is [B, T, H, K], L is [B, H, T], the gradient [B, T, H, 3, K].
+// The matmuls are register-tiled with GCC vector types (16 floats: one AVX-512 register, two
+// AVX2 ones), compiled for the machine they run on (-march=native).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+#include <mutex>
+#include <condition_variable>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+inline v16 Load(const float* p) { return *reinterpret_cast<const v16*>(p); }
+inline void Store(float* p, v16 x) { *reinterpret_cast<v16*>(p) = x; }
+
+constexpr int MR = 6;  // rows of a tile: 6 x 4 accumulators + 4 loads + 1 broadcast <= 32 registers
+
+// C[m, 0:16*NV] = sum_k A[m*sam + k*sak] * B[k*ldb + 0:16*NV], m < M <= MR.
+template <int M, int NV>
+inline void Tile(float* C, int ldc, const float* A, long sam, long sak, const float* B, int ldb,
+                 int K) {
+  v16 acc[M][NV];
+  for (int m = 0; m < M; ++m)
+    for (int v = 0; v < NV; ++v) acc[m][v] = v16{};
+  for (int k = 0; k < K; ++k) {
+    v16 b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = Load(B + (long)k * ldb + 16 * v);
+    for (int m = 0; m < M; ++m) {
+      float a = A[m * sam + k * sak];
+      for (int v = 0; v < NV; ++v) acc[m][v] += a * b[v];
+    }
+  }
+  for (int m = 0; m < M; ++m)
+    for (int v = 0; v < NV; ++v) Store(C + (long)m * ldc + 16 * v, acc[m][v]);
+}
+
+template <int M>
+inline void RowTile(float* C, int ldc, const float* A, long sam, long sak, const float* B,
+                    int ldb, int N, int K) {
+  int n = 0;
+  for (; n + 64 <= N; n += 64) Tile<M, 4>(C + n, ldc, A, sam, sak, B + n, ldb, K);
+  switch ((N - n) / 16) {
+    case 3: Tile<M, 3>(C + n, ldc, A, sam, sak, B + n, ldb, K); break;
+    case 2: Tile<M, 2>(C + n, ldc, A, sam, sak, B + n, ldb, K); break;
+    case 1: Tile<M, 1>(C + n, ldc, A, sam, sak, B + n, ldb, K); break;
+  }
+}
+
+// C[M, N] = A[M, K] B[K, N]; N a multiple of 16. A(m, k) = A[m*sam + k*sak].
+inline void Gemm(float* C, int ldc, const float* A, long sam, long sak, const float* B, int ldb,
+                 int M, int N, int K) {
+  int m = 0;
+  for (; m + MR <= M; m += MR)
+    RowTile<MR>(C + (long)m * ldc, ldc, A + m * sam, sam, sak, B, ldb, N, K);
+  const float* a = A + m * sam;
+  float* c = C + (long)m * ldc;
+  switch (M - m) {
+    case 5: RowTile<5>(c, ldc, a, sam, sak, B, ldb, N, K); break;
+    case 4: RowTile<4>(c, ldc, a, sam, sak, B, ldb, N, K); break;
+    case 3: RowTile<3>(c, ldc, a, sam, sak, B, ldb, N, K); break;
+    case 2: RowTile<2>(c, ldc, a, sam, sak, B, ldb, N, K); break;
+    case 1: RowTile<1>(c, ldc, a, sam, sak, B, ldb, N, K); break;
+  }
+}
+
+inline int Up16(int n) { return (n + 15) / 16 * 16; }
+
+typedef int vi16 __attribute__((vector_size(64)));
+const vi16 kIota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+
+// exp(x), 16 at a time: 2^n p(r) with x = n ln2 + r (Cephes' expf polynomial, ~1 ulp).
+inline v16 Exp(v16 x) {
+  x = x < -87.0f ? v16{} - 87.0f : x;
+  x = x > 88.0f ? v16{} + 88.0f : x;
+  v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  v16 p = 1.9875691500e-4f + v16{};
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
+  return p * reinterpret_cast<v16&>(bits);
+}
+
+inline float Sum(v16 x) {
+  float s = 0.f;
+  for (int i = 0; i < 16; ++i) s += x[i];
+  return s;
+}
+
+// Runs fn(i) for i in [0, n) on the calling thread and the pool's.
+template <typename F>
+void ParallelFor(ffi::ThreadPool& pool, int n, F fn) {
+  struct State {
+    std::atomic<int> next{0};
+    std::atomic<int> done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto state = std::make_shared<State>();
+  auto work = [state, n, &fn]() {
+    int i;
+    while ((i = state->next.fetch_add(1)) < n) {
+      fn(i);
+      if (state->done.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> lock(state->mu);
+        state->cv.notify_all();
+      }
+    }
+  };
+  int helpers = std::min<int>(pool.num_threads(), n) - 1;
+  for (int t = 0; t < helpers; ++t) pool.Schedule([work]() mutable { work(); });
+  work();
+  std::unique_lock<std::mutex> lock(state->mu);
+  state->cv.wait(lock, [&] { return state->done.load() == n; });
+}
+
+struct Dims {
+  int B, T, H, K;
+};
+
+// Copies head (b, h)'s slot `which` (0 q, 1 k, 2 v) of qkv [B,T,H,3,K] into rows [Tp, K]
+// (times `scale`) or, transposed, into [K, Tp]; rows past T are zero.
+void Gather(const float* qkv, Dims d, int b, int h, int which, float scale, float* rows,
+            float* cols, int tp) {
+  for (int t = 0; t < tp; ++t)
+    for (int k = 0; k < d.K; ++k) {
+      float x = t < d.T ? scale * qkv[(((long)b * d.T + t) * d.H + h) * 3 * d.K + which * d.K + k]
+                        : 0.f;
+      if (rows) rows[(long)t * d.K + k] = x;
+      if (cols) cols[(long)k * tp + t] = x;
+    }
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
+                   ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> lse) {
+  auto dims = qkv.dimensions();
+  if (dims.size() != 5 || dims[3] != 3 || dims[4] % 16)
+    return ffi::Error::InvalidArgument("qkv must be [B, T, H, 3, K] with K a multiple of 16");
+  Dims d{(int)dims[0], (int)dims[1], (int)dims[2], (int)dims[4]};
+  const float* x = qkv.typed_data();
+  float* o = out->typed_data();
+  float* l = lse->typed_data();
+  const int tp = Up16(d.T), K = d.K;
+  const float scale = 1.0f / std::sqrt((float)K);
+  ParallelFor(pool, d.B * d.H, [&](int task) {
+    int b = task / d.H, h = task % d.H;
+    std::vector<float> q(tp * K), kt(K * tp), v(tp * K), p(MR * tp), ob(MR * K);
+    Gather(x, d, b, h, 0, scale, q.data(), nullptr, tp);
+    Gather(x, d, b, h, 1, 1.f, nullptr, kt.data(), tp);
+    Gather(x, d, b, h, 2, 1.f, v.data(), nullptr, tp);
+    for (int i0 = 0; i0 < d.T; i0 += MR) {
+      int rows = std::min(MR, d.T - i0), n = Up16(i0 + rows);
+      Gemm(p.data(), tp, q.data() + (long)i0 * K, K, 1, kt.data(), tp, rows, n, K);
+      for (int r = 0; r < rows; ++r) {
+        float* pr = p.data() + (long)r * tp;
+        int last = i0 + r;  // keys 0..last
+        v16 vmx = v16{} - INFINITY;
+        for (int j = 0; j < n; j += 16) {
+          v16 s = Load(pr + j);
+          vmx = (kIota + j <= last) & (s > vmx) ? s : vmx;
+        }
+        float mx = vmx[0];
+        for (int i = 1; i < 16; ++i) mx = std::max(mx, vmx[i]);
+        v16 vsum = v16{};
+        for (int j = 0; j < n; j += 16) {
+          v16 e = kIota + j <= last ? Exp(Load(pr + j) - mx) : v16{};
+          vsum += e;
+          Store(pr + j, e);
+        }
+        float sum = Sum(vsum), inv = 1.f / sum;
+        for (int j = 0; j < n; j += 16) Store(pr + j, Load(pr + j) * inv);
+        l[((long)b * d.H + h) * d.T + i0 + r] = mx + std::log(sum);
+      }
+      Gemm(ob.data(), K, p.data(), tp, 1, v.data(), K, rows, K, n);
+      for (int r = 0; r < rows; ++r)
+        std::memcpy(o + (((long)b * d.T + i0 + r) * d.H + h) * K, ob.data() + (long)r * K,
+                    K * sizeof(float));
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer<ffi::F32> out,
+                    ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout,
+                    ffi::ResultBuffer<ffi::F32> dqkv) {
+  auto dims = qkv.dimensions();
+  Dims d{(int)dims[0], (int)dims[1], (int)dims[2], (int)dims[4]};
+  const float* x = qkv.typed_data();
+  const float* o = out.typed_data();
+  const float* l = lse.typed_data();
+  const float* g = dout.typed_data();
+  float* dx = dqkv->typed_data();
+  const int tp = Up16(d.T), K = d.K;
+  const float scale = 1.0f / std::sqrt((float)K);
+  ParallelFor(pool, d.B * d.H, [&](int task) {
+    int b = task / d.H, h = task % d.H;
+    std::vector<float> q(tp * K), kt(K * tp), kr(tp * K), vt(K * tp), go(tp * K), delta(tp);
+    std::vector<float> p((long)tp * tp), ds((long)tp * tp), dp(MR * tp), dq(tp * K),
+        dk(tp * K), dv(tp * K);
+    Gather(x, d, b, h, 0, scale, q.data(), nullptr, tp);
+    Gather(x, d, b, h, 1, 1.f, kr.data(), kt.data(), tp);
+    Gather(x, d, b, h, 2, 1.f, nullptr, vt.data(), tp);
+    for (int t = 0; t < tp; ++t) {
+      float s = 0.f;
+      for (int k = 0; k < K; ++k) {
+        long at = (((long)b * d.T + t) * d.H + h) * K + k;
+        float gk = t < d.T ? g[at] : 0.f;
+        go[(long)t * K + k] = gk;
+        if (t < d.T) s += gk * o[at];
+      }
+      delta[t] = s;
+    }
+    for (int i0 = 0; i0 < d.T; i0 += MR) {
+      int rows = std::min(MR, d.T - i0), n = Up16(i0 + rows);
+      float* pb = p.data() + (long)i0 * tp;
+      float* sb = ds.data() + (long)i0 * tp;
+      Gemm(pb, tp, q.data() + (long)i0 * K, K, 1, kt.data(), tp, rows, n, K);
+      Gemm(dp.data(), tp, go.data() + (long)i0 * K, K, 1, vt.data(), tp, rows, n, K);
+      for (int r = 0; r < rows; ++r) {
+        float* pr = pb + (long)r * tp;
+        float* sr = sb + (long)r * tp;
+        const float* dpr = dp.data() + (long)r * tp;
+        int last = i0 + r;
+        float lr = l[((long)b * d.H + h) * d.T + last], dr = delta[last];
+        for (int j = 0; j < tp; j += 16) {
+          v16 e = kIota + j <= last ? Exp(Load(pr + j) - lr) : v16{};
+          Store(pr + j, e);
+          Store(sr + j, e * (Load(dpr + j) - dr));
+        }
+      }
+      for (int r = rows; r < MR && i0 + r < tp; ++r) {
+        std::fill(pb + (long)r * tp, pb + (long)(r + 1) * tp, 0.f);
+        std::fill(sb + (long)r * tp, sb + (long)(r + 1) * tp, 0.f);
+      }
+      Gemm(dq.data() + (long)i0 * K, K, sb, tp, 1, kr.data(), K, rows, K, n);
+    }
+    // dV = P^T dO and dK = dS^T Q, key rows j0.. from query rows j0.. (earlier ones are 0).
+    for (int j0 = 0; j0 < d.T; j0 += MR) {
+      int rows = std::min(MR, d.T - j0), kk = d.T - j0;
+      Gemm(dv.data() + (long)j0 * K, K, p.data() + (long)j0 * tp + j0, 1, tp,
+           go.data() + (long)j0 * K, K, rows, K, kk);
+      Gemm(dk.data() + (long)j0 * K, K, ds.data() + (long)j0 * tp + j0, 1, tp,
+           q.data() + (long)j0 * K, K, rows, K, kk);
+    }
+    for (int t = 0; t < d.T; ++t) {
+      float* base = dx + (((long)b * d.T + t) * d.H + h) * 3 * K;
+      for (int k = 0; k < K; ++k) {
+        base[k] = scale * dq[(long)t * K + k];
+        base[K + k] = dk[(long)t * K + k];
+        base[2 * K + k] = dv[(long)t * K + k];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmjaxCausalAttentionFwd, Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmjaxCausalAttentionBwd, Backward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

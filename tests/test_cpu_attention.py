@@ -1,0 +1,144 @@
+"""The CPU attention kernel (lmjax/models/cpu_attention.py): against float64 numpy, in the
+model against the einsums, and sharded over a mesh without gathering the batch."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmjax.models import cpu_attention, transformer
+from tests.conftest import REPO, script_env
+
+
+def _reference(qkv, dout):
+    """Causal softmax attention and its gradient for qkv [B, T, H, 3, K], in float64."""
+    qkv, dout = np.asarray(qkv, np.float64), np.asarray(dout, np.float64)
+    q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+    length, scale = q.shape[1], q.shape[-1] ** -0.5
+    s = np.einsum("bthk,bshk->bhts", q, k) * scale
+    s = np.where(np.tril(np.ones((length, length), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    out = np.einsum("bhts,bshk->bthk", p, v)
+    dp = np.einsum("bthk,bshk->bhts", dout, v)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    dq = np.einsum("bhts,bshk->bthk", ds, k) * scale
+    dk = np.einsum("bhts,bthk->bshk", ds, q) * scale
+    dv = np.einsum("bhts,bthk->bshk", p, dout)
+    return out, np.stack([dq, dk, dv], axis=3)
+
+
+def test_the_kernel_builds_here():
+    # CI's machine has a C++ compiler: a kernel that stopped building would otherwise only
+    # show as a slower step (the model falls back to the einsums).
+    assert cpu_attention.available()
+
+
+@pytest.mark.parametrize(
+    "shape, scale",
+    [
+        ((2, 37, 3, 16), 1.0),  # length not a multiple of the 16-wide vectors or 6-row tiles
+        ((2, 130, 2, 64), 1.0),  # score rows of 64-wide tiles and a remainder
+        ((1, 1, 1, 32), 1.0),  # one token
+        ((1, 20, 2, 16), 30.0),  # scores in the hundreds: the softmax must not overflow
+    ],
+)
+def test_forward_and_gradient_match_float64(shape, scale):
+    b, t, h, k = shape
+    key_qkv, key_dout = jax.random.split(jax.random.PRNGKey(0))
+    qkv = scale * jax.random.normal(key_qkv, (b, t, h, 3, k), jnp.float32)
+    dout = jax.random.normal(key_dout, (b, t, h, k), jnp.float32)
+    out, vjp = jax.vjp(jax.jit(cpu_attention.causal_attention), qkv)
+    (dqkv,) = vjp(dout)
+    want_out, want_dqkv = _reference(qkv, dout)
+    np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dqkv, want_dqkv, rtol=1e-4, atol=1e-4 * scale)
+
+
+def _loss_and_grads(impl):
+    cfg = transformer.TransformerConfig(
+        vocab_size=50, max_len=48, num_layers=2, num_heads=4, emb_dim=64, mlp_dim=128,
+        attention_impl=impl,
+    )  # fmt: skip
+    model = transformer.Transformer(cfg)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 48), 0, 50)
+    params = model.init(jax.random.PRNGKey(0), tokens)["params"]
+
+    def loss(params):
+        logits = model.apply({"params": params}, tokens[:, :-1])
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1))
+
+    step = jax.jit(jax.value_and_grad(loss))
+    return step(params), step.lower(params).as_text()
+
+
+def test_model_with_the_kernel_matches_the_einsums():
+    (loss_auto, grads_auto), hlo_auto = _loss_and_grads("auto")
+    (loss_xla, grads_xla), hlo_xla = _loss_and_grads("xla")
+    assert "lmjax_causal_attention_fwd" in hlo_auto and "lmjax_causal_attention_bwd" in hlo_auto
+    assert "lmjax_causal_attention" not in hlo_xla
+    np.testing.assert_allclose(loss_auto, loss_xla, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_auto), jax.tree.leaves(grads_xla), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+_SHARDED = """
+import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+from lmjax.models import transformer
+auto = (jax.sharding.AxisType.Auto,) * 2  # as lmjax.train.parallel.make_mesh
+mesh = jax.make_mesh((2, 4), ("data", "tensor"), axis_types=auto)
+rules = (("batch", "data"), ("heads", "tensor"))
+qkv = jax.random.normal(jax.random.PRNGKey(0), (4, 40, 4, 3, 16))
+dout = jax.random.normal(jax.random.PRNGKey(1), (4, 40, 4, 16))
+def attend(qkv):
+    return transformer._cpu_kernel_attention(qkv, 16)
+with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    spec = jax.NamedSharding(mesh, jax.P("data", None, "tensor"))
+    f = jax.jit(lambda x, g: jax.vjp(attend, x)[1](g)[0] + attend(x).sum(), in_shardings=spec)
+    hlo = f.lower(qkv, dout).compile().as_text()
+    sharded = f(qkv, dout)
+unsharded = jax.jit(lambda x, g: jax.vjp(attend, x)[1](g)[0] + attend(x).sum())(qkv, dout)
+assert "all-gather" not in hlo and "lmjax_causal_attention_bwd" in hlo, hlo
+np.testing.assert_allclose(sharded, unsharded, rtol=1e-6, atol=1e-6)
+with jax.set_mesh(mesh), nn.logical_axis_rules(rules):  # 3 rows over data=2: the einsums
+    odd = jax.jit(attend).lower(qkv[:3]).compile().as_text()
+assert "lmjax_causal_attention" not in odd, odd
+print("OK")
+"""
+
+
+def test_sharded_over_batch_and_heads_without_gathering():
+    """Under a data x tensor mesh each device runs the kernel on its batch rows and heads:
+    the same numbers as on one device, and no all-gather in the compiled step; a batch that
+    the mesh does not divide goes to the einsums."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SHARDED)],
+        env=script_env(devices=8),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_cache_is_keyed_by_the_source(tmp_path, monkeypatch):
+    """A changed kernel source builds a new library instead of loading a stale one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    compiler = "c++"
+    first = cpu_attention._build(compiler)
+    assert first.parent == tmp_path / "lmjax" and first.exists()
+    assert cpu_attention._build(compiler) == first  # cached: not rebuilt
+    edited = tmp_path / "cpu_attention.cc"
+    edited.write_text(cpu_attention._SOURCE.read_text() + "\n// edited\n")
+    monkeypatch.setattr(cpu_attention, "_SOURCE", edited)
+    second = cpu_attention._build(compiler)
+    assert second != first and second.exists()
+    # Built in a temporary directory and renamed: nothing else is left in the cache.
+    assert sorted(os.listdir(tmp_path / "lmjax")) == sorted([first.name, second.name])
