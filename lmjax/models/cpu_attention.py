@@ -120,7 +120,7 @@ def _attention_bwd(residuals, dout_BxTxHxK):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def causal_attention(qkv_BxTxHx3xK: jax.Array, spec=None) -> jax.Array:
+def causal_attention(qkv_BxTxHx3xK: jax.Array, spec: jax.P | None = None) -> jax.Array:
     """softmax(q k^T / sqrt(K) + causal mask) v for the fused projection [B, T, H, 3, K]
     (q, k, v on axis 3); returns [B, T, H, K] in qkv's dtype (computed in float32).
 
