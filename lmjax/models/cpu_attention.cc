@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <vector>
 #include <mutex>
 #include <condition_variable>
 
@@ -135,21 +134,40 @@ void ParallelFor(ffi::ThreadPool& pool, int n, F fn) {
   state->cv.wait(lock, [&] { return state->done.load() == n; });
 }
 
+// A thread's scratch memory, reused across calls (every float is written before it is read).
+float* Scratch(long floats) {
+  thread_local std::unique_ptr<float[]> buffer;
+  thread_local long size = 0;
+  if (size < floats) {
+    buffer.reset(new float[floats]);
+    size = floats;
+  }
+  return buffer.get();
+}
+
 struct Dims {
   int B, T, H, K;
 };
 
-// Copies head (b, h)'s slot `which` (0 q, 1 k, 2 v) of qkv [B,T,H,3,K] into rows [Tp, K]
-// (times `scale`) or, transposed, into [K, Tp]; rows past T are zero.
-void Gather(const float* qkv, Dims d, int b, int h, int which, float scale, float* rows,
-            float* cols, int tp) {
-  for (int t = 0; t < tp; ++t)
-    for (int k = 0; k < d.K; ++k) {
-      float x = t < d.T ? scale * qkv[(((long)b * d.T + t) * d.H + h) * 3 * d.K + which * d.K + k]
-                        : 0.f;
-      if (rows) rows[(long)t * d.K + k] = x;
-      if (cols) cols[(long)k * tp + t] = x;
+// Copies head (b, h)'s slot `which` (0 q, 1 k, 2 v) of qkv [B, T, H, 3, K], times `scale`,
+// into rows [tp, K]; rows past T are zero.
+void Gather(const float* qkv, Dims d, int b, int h, int which, float scale, float* rows, int tp) {
+  for (int t = 0; t < tp; ++t) {
+    float* dst = rows + (long)t * d.K;
+    if (t >= d.T) {
+      std::fill(dst, dst + d.K, 0.f);
+      continue;
     }
+    const float* src = qkv + (((long)b * d.T + t) * d.H + h) * 3 * d.K + which * d.K;
+    for (int k = 0; k < d.K; ++k) dst[k] = scale * src[k];
+  }
+}
+
+// cols [K, tp] = rows [tp, K]^T, 16 rows at a time (each write a contiguous 16 floats).
+void Transpose(const float* rows, int tp, int K, float* cols) {
+  for (int t0 = 0; t0 < tp; t0 += 16)
+    for (int k = 0; k < K; ++k)
+      for (int t = 0; t < 16; ++t) cols[(long)k * tp + t0 + t] = rows[(long)(t0 + t) * K + k];
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
@@ -165,15 +183,18 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
   const float scale = 1.0f / std::sqrt((float)K);
   ParallelFor(pool, d.B * d.H, [&](int task) {
     int b = task / d.H, h = task % d.H;
-    std::vector<float> q(tp * K), kt(K * tp), v(tp * K), p(MR * tp), ob(MR * K);
-    Gather(x, d, b, h, 0, scale, q.data(), nullptr, tp);
-    Gather(x, d, b, h, 1, 1.f, nullptr, kt.data(), tp);
-    Gather(x, d, b, h, 2, 1.f, v.data(), nullptr, tp);
+    float* q = Scratch(4L * tp * K + MR * tp);
+    float *kt = q + tp * K, *v = kt + tp * K, *p = v + tp * K, *ob = p + MR * tp;
+    Gather(x, d, b, h, 0, scale, q, tp);
+    Gather(x, d, b, h, 1, 1.f, ob, tp);  // k's rows, before ob holds outputs
+    Transpose(ob, tp, K, kt);
+    Gather(x, d, b, h, 2, 1.f, v, tp);
     for (int i0 = 0; i0 < d.T; i0 += MR) {
       int rows = std::min(MR, d.T - i0), n = Up16(i0 + rows);
-      Gemm(p.data(), tp, q.data() + (long)i0 * K, K, 1, kt.data(), tp, rows, n, K);
+      float inv[MR];
+      Gemm(p, tp, q + (long)i0 * K, K, 1, kt, tp, rows, n, K);
       for (int r = 0; r < rows; ++r) {
-        float* pr = p.data() + (long)r * tp;
+        float* pr = p + (long)r * tp;
         int last = i0 + r;  // keys 0..last
         v16 vmx = v16{} - INFINITY;
         for (int j = 0; j < n; j += 16) {
@@ -188,14 +209,15 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
           vsum += e;
           Store(pr + j, e);
         }
-        float sum = Sum(vsum), inv = 1.f / sum;
-        for (int j = 0; j < n; j += 16) Store(pr + j, Load(pr + j) * inv);
+        float sum = Sum(vsum);
+        inv[r] = 1.f / sum;  // applied to the output row, not to the n probabilities
         l[((long)b * d.H + h) * d.T + i0 + r] = mx + std::log(sum);
       }
-      Gemm(ob.data(), K, p.data(), tp, 1, v.data(), K, rows, K, n);
-      for (int r = 0; r < rows; ++r)
-        std::memcpy(o + (((long)b * d.T + i0 + r) * d.H + h) * K, ob.data() + (long)r * K,
-                    K * sizeof(float));
+      Gemm(ob, K, p, tp, 1, v, K, rows, K, n);
+      for (int r = 0; r < rows; ++r) {
+        float* dst = o + (((long)b * d.T + i0 + r) * d.H + h) * K;
+        for (int k = 0; k < K; ++k) dst[k] = inv[r] * ob[(long)r * K + k];
+      }
     }
   });
   return ffi::Error::Success();
@@ -215,12 +237,15 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer
   const float scale = 1.0f / std::sqrt((float)K);
   ParallelFor(pool, d.B * d.H, [&](int task) {
     int b = task / d.H, h = task % d.H;
-    std::vector<float> q(tp * K), kt(K * tp), kr(tp * K), vt(K * tp), go(tp * K), delta(tp);
-    std::vector<float> p((long)tp * tp), ds((long)tp * tp), dp(MR * tp), dq(tp * K),
-        dk(tp * K), dv(tp * K);
-    Gather(x, d, b, h, 0, scale, q.data(), nullptr, tp);
-    Gather(x, d, b, h, 1, 1.f, kr.data(), kt.data(), tp);
-    Gather(x, d, b, h, 2, 1.f, nullptr, vt.data(), tp);
+    float* q = Scratch(8L * tp * K + tp + 2L * tp * tp + MR * tp);
+    float *kt = q + tp * K, *kr = kt + tp * K, *vt = kr + tp * K, *go = vt + tp * K;
+    float *dq = go + tp * K, *dk = dq + tp * K, *dv = dk + tp * K, *delta = dv + tp * K;
+    float *p = delta + tp, *ds = p + (long)tp * tp, *dp = ds + (long)tp * tp;
+    Gather(x, d, b, h, 0, scale, q, tp);
+    Gather(x, d, b, h, 1, 1.f, kr, tp);
+    Transpose(kr, tp, K, kt);
+    Gather(x, d, b, h, 2, 1.f, dv, tp);  // v's rows, before dv holds its gradient
+    Transpose(dv, tp, K, vt);
     for (int t = 0; t < tp; ++t) {
       float s = 0.f;
       for (int k = 0; k < K; ++k) {
@@ -233,35 +258,33 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer
     }
     for (int i0 = 0; i0 < d.T; i0 += MR) {
       int rows = std::min(MR, d.T - i0), n = Up16(i0 + rows);
-      float* pb = p.data() + (long)i0 * tp;
-      float* sb = ds.data() + (long)i0 * tp;
-      Gemm(pb, tp, q.data() + (long)i0 * K, K, 1, kt.data(), tp, rows, n, K);
-      Gemm(dp.data(), tp, go.data() + (long)i0 * K, K, 1, vt.data(), tp, rows, n, K);
+      float* pb = p + (long)i0 * tp;
+      float* sb = ds + (long)i0 * tp;
+      Gemm(pb, tp, q + (long)i0 * K, K, 1, kt, tp, rows, n, K);
+      Gemm(dp, tp, go + (long)i0 * K, K, 1, vt, tp, rows, n, K);
       for (int r = 0; r < rows; ++r) {
         float* pr = pb + (long)r * tp;
         float* sr = sb + (long)r * tp;
-        const float* dpr = dp.data() + (long)r * tp;
+        const float* dpr = dp + (long)r * tp;
         int last = i0 + r;
         float lr = l[((long)b * d.H + h) * d.T + last], dr = delta[last];
-        for (int j = 0; j < tp; j += 16) {
+        for (int j = 0; j < n; j += 16) {
           v16 e = kIota + j <= last ? Exp(Load(pr + j) - lr) : v16{};
           Store(pr + j, e);
           Store(sr + j, e * (Load(dpr + j) - dr));
         }
+        std::fill(pr + n, pr + tp, 0.f);  // read by dV and dK below
+        std::fill(sr + n, sr + tp, 0.f);
       }
-      for (int r = rows; r < MR && i0 + r < tp; ++r) {
-        std::fill(pb + (long)r * tp, pb + (long)(r + 1) * tp, 0.f);
-        std::fill(sb + (long)r * tp, sb + (long)(r + 1) * tp, 0.f);
-      }
-      Gemm(dq.data() + (long)i0 * K, K, sb, tp, 1, kr.data(), K, rows, K, n);
+      Gemm(dq + (long)i0 * K, K, sb, tp, 1, kr, K, rows, K, n);
     }
     // dV = P^T dO and dK = dS^T Q, key rows j0.. from query rows j0.. (earlier ones are 0).
     for (int j0 = 0; j0 < d.T; j0 += MR) {
       int rows = std::min(MR, d.T - j0), kk = d.T - j0;
-      Gemm(dv.data() + (long)j0 * K, K, p.data() + (long)j0 * tp + j0, 1, tp,
-           go.data() + (long)j0 * K, K, rows, K, kk);
-      Gemm(dk.data() + (long)j0 * K, K, ds.data() + (long)j0 * tp + j0, 1, tp,
-           q.data() + (long)j0 * K, K, rows, K, kk);
+      Gemm(dv + (long)j0 * K, K, p + (long)j0 * tp + j0, 1, tp,
+           go + (long)j0 * K, K, rows, K, kk);
+      Gemm(dk + (long)j0 * K, K, ds + (long)j0 * tp + j0, 1, tp,
+           q + (long)j0 * K, K, rows, K, kk);
     }
     for (int t = 0; t < d.T; ++t) {
       float* base = dx + (((long)b * d.T + t) * d.H + h) * 3 * K;

@@ -128,6 +128,8 @@ def causal_attention(qkv_BxTxHx3xK: jax.Array, spec: jax.P | None = None) -> jax
     device's shard inside `jax.shard_map`, over the mesh in context (`jax.set_mesh`): XLA cannot
     split a custom call by itself and would gather the whole batch onto every device.
     """
+    if not available():
+        raise RuntimeError("the CPU attention kernel could not be built (see the warning above)")
     dtype = qkv_BxTxHx3xK.dtype
     fn = _attention
     if spec is not None:
