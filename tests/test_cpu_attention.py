@@ -142,3 +142,14 @@ def test_cache_is_keyed_by_the_source(tmp_path, monkeypatch):
     assert second != first and second.exists()
     # Built in a temporary directory and renamed: nothing else is left in the cache.
     assert sorted(os.listdir(tmp_path / "lmjax")) == sorted([first.name, second.name])
+
+
+def test_unwritable_cache_builds_in_the_temporary_directory(tmp_path, monkeypatch):
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("")  # makedirs below it fails, even for root
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_dir))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(cpu_attention.tempfile, "tempdir", None)  # re-read TMPDIR
+    path = cpu_attention._build("c++")
+    assert path.parent == tmp_path / "tmp" / f"lmjax-{os.getuid()}" and path.exists()

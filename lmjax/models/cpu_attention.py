@@ -7,8 +7,9 @@ layer's attention forward+backward takes ~13 ms against ~28 ms for the einsums (
 
 The C++ source is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++`) for
 the CPU it runs on, and the library cached under `$XDG_CACHE_HOME/lmjax` (default `~/.cache`),
-keyed by the source, jaxlib's version, the compiler and the CPU's flags. Without a compiler, or
-if the build fails, `available()` is False (with one warning) and the model keeps the einsums.
+keyed by the source, jaxlib's version, the compiler and the CPU's flags (where that is not
+writable: the temporary directory). Without a compiler, or if the build fails, `available()` is
+False (with one warning) and the model keeps the einsums.
 """
 
 from __future__ import annotations
@@ -55,7 +56,15 @@ def _build(compiler: str) -> pathlib.Path:
     path = cache / "lmjax" / f"cpu_attention-{key}.so"
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"{path.parent} is not writable")
+    except OSError:  # a read-only home: the temporary directory, per user
+        path = pathlib.Path(tempfile.gettempdir()) / f"lmjax-{os.getuid()}" / path.name
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # then renamed: no torn library
         out = pathlib.Path(tmp) / path.name
         command = [compiler, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(out)]
