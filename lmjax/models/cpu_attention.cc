@@ -237,24 +237,35 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer
   const float scale = 1.0f / std::sqrt((float)K);
   ParallelFor(pool, d.B * d.H, [&](int task) {
     int b = task / d.H, h = task % d.H;
-    float* q = Scratch(8L * tp * K + tp + 2L * tp * tp + MR * tp);
-    float *kt = q + tp * K, *kr = kt + tp * K, *vt = kr + tp * K, *go = vt + tp * K;
-    float *dq = go + tp * K, *dk = dq + tp * K, *dv = dk + tp * K, *delta = dv + tp * K;
+    // The gradients are written straight into dqkv: rows of H * 3 * K floats, from (b, 0, h).
+    const int ldx = d.H * 3 * K;
+    float* dxq = dx + (long)b * d.T * ldx + (long)h * 3 * K;
+    float* q = Scratch(6L * tp * K + tp + 2L * tp * tp + MR * tp);
+    float *kt = q + tp * K, *kr = kt + tp * K, *vr = kr + tp * K, *vt = vr + tp * K;
+    float *go = vt + tp * K, *delta = go + tp * K;
     float *p = delta + tp, *ds = p + (long)tp * tp, *dp = ds + (long)tp * tp;
     Gather(x, d, b, h, 0, scale, q, tp);
     Gather(x, d, b, h, 1, 1.f, kr, tp);
     Transpose(kr, tp, K, kt);
-    Gather(x, d, b, h, 2, 1.f, dv, tp);  // v's rows, before dv holds its gradient
-    Transpose(dv, tp, K, vt);
+    for (long e = 0; e < (long)tp * K; ++e) kr[e] *= scale;  // dq = dS (k / sqrt(K))
+    Gather(x, d, b, h, 2, 1.f, vr, tp);
+    Transpose(vr, tp, K, vt);
     for (int t = 0; t < tp; ++t) {
-      float s = 0.f;
-      for (int k = 0; k < K; ++k) {
-        long at = (((long)b * d.T + t) * d.H + h) * K + k;
-        float gk = t < d.T ? g[at] : 0.f;
-        go[(long)t * K + k] = gk;
-        if (t < d.T) s += gk * o[at];
+      float* dst = go + (long)t * K;
+      if (t >= d.T) {
+        std::fill(dst, dst + K, 0.f);
+        delta[t] = 0.f;
+        continue;
       }
-      delta[t] = s;
+      const float* gt = g + (((long)b * d.T + t) * d.H + h) * K;
+      const float* ot = o + (((long)b * d.T + t) * d.H + h) * K;
+      v16 s = v16{};
+      for (int k = 0; k < K; k += 16) {
+        v16 gk = Load(gt + k);
+        Store(dst + k, gk);
+        s += gk * Load(ot + k);
+      }
+      delta[t] = Sum(s);
     }
     for (int i0 = 0; i0 < d.T; i0 += MR) {
       int rows = std::min(MR, d.T - i0), n = Up16(i0 + rows);
@@ -276,23 +287,15 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer
         std::fill(pr + n, pr + tp, 0.f);  // read by dV and dK below
         std::fill(sr + n, sr + tp, 0.f);
       }
-      Gemm(dq + (long)i0 * K, K, sb, tp, 1, kr, K, rows, K, n);
+      Gemm(dxq + (long)i0 * ldx, ldx, sb, tp, 1, kr, K, rows, K, n);
     }
     // dV = P^T dO and dK = dS^T Q, key rows j0.. from query rows j0.. (earlier ones are 0).
     for (int j0 = 0; j0 < d.T; j0 += MR) {
       int rows = std::min(MR, d.T - j0), kk = d.T - j0;
-      Gemm(dv + (long)j0 * K, K, p + (long)j0 * tp + j0, 1, tp,
+      Gemm(dxq + (long)j0 * ldx + 2 * K, ldx, p + (long)j0 * tp + j0, 1, tp,
            go + (long)j0 * K, K, rows, K, kk);
-      Gemm(dk + (long)j0 * K, K, ds + (long)j0 * tp + j0, 1, tp,
+      Gemm(dxq + (long)j0 * ldx + K, ldx, ds + (long)j0 * tp + j0, 1, tp,
            q + (long)j0 * K, K, rows, K, kk);
-    }
-    for (int t = 0; t < d.T; ++t) {
-      float* base = dx + (((long)b * d.T + t) * d.H + h) * 3 * K;
-      for (int k = 0; k < K; ++k) {
-        base[k] = scale * dq[(long)t * K + k];
-        base[K + k] = dk[(long)t * K + k];
-        base[2 * K + k] = dv[(long)t * K + k];
-      }
     }
   });
   return ffi::Error::Success();
