@@ -97,8 +97,10 @@ inline v16 Exp(v16 x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
-  return p * reinterpret_cast<v16&>(bits);
+  vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;  // 2^n as a float's bits
+  v16 two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return p * two_n;
 }
 
 inline float Sum(v16 x) {
