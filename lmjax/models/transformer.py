@@ -385,43 +385,32 @@ class MultiHeadAttention(nn.Module):
             probs_dropout = nn.Dropout(
                 cfg.attention_dropout_rate, deterministic=False, name="probs_dropout"
             )
-        if (
-            cfg.attention_impl == "auto"
-            and cfg.causal
-            and not decode
-            and mask_BxTxS is None
-            and probs_dropout is None
-        ):
+        out_BxTxHxK = None  # the CPU kernel's, where it applies; else the einsums below
+        plain_causal = cfg.causal and not decode and mask_BxTxS is None and probs_dropout is None
+        if cfg.attention_impl == "auto" and plain_causal:
             out_BxTxHxK = _cpu_kernel_attention(qkv, head_dim)
-            if out_BxTxHxK is not None:
-                return self._project_out(out_BxTxHxK, train)
-        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
-
-        if decode:
-            # Write this call's keys/values at `cache_index` and attend over the whole cache;
-            # `mask_BxTxS` (built by the caller) hides the slots not yet written.
-            batch, _, heads, _ = k_BxTxHxK.shape
-            shape = (batch, cfg.max_len, heads, head_dim)
-            cached_k = self.variable("cache", "k", jnp.zeros, shape, k_BxTxHxK.dtype)
-            cached_v = self.variable("cache", "v", jnp.zeros, shape, v_BxTxHxK.dtype)
-            start = (0, cache_index, 0, 0)
-            cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
-            cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
-            k_BxTxHxK, v_BxTxHxK = cached_k.value, cached_v.value
-
-        out_BxTxHxK = dot_product_attention(
-            q_BxTxHxK,
-            k_BxTxHxK,
-            v_BxTxHxK,
-            mask_BxTxS,
-            impl=cfg.attention_impl,
-            probs_dropout=probs_dropout,
-            causal=cfg.causal and not decode,
-        )
-        return self._project_out(out_BxTxHxK, train)
-
-    def _project_out(self, out_BxTxHxK: jax.Array, train: bool) -> jax.Array:
-        cfg = self.cfg
+        if out_BxTxHxK is None:
+            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+            if decode:
+                # Write this call's keys/values at `cache_index` and attend over the whole cache;
+                # `mask_BxTxS` (built by the caller) hides the slots not yet written.
+                batch, _, heads, _ = k_BxTxHxK.shape
+                shape = (batch, cfg.max_len, heads, head_dim)
+                cached_k = self.variable("cache", "k", jnp.zeros, shape, k_BxTxHxK.dtype)
+                cached_v = self.variable("cache", "v", jnp.zeros, shape, v_BxTxHxK.dtype)
+                start = (0, cache_index, 0, 0)
+                cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
+                cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
+                k_BxTxHxK, v_BxTxHxK = cached_k.value, cached_v.value
+            out_BxTxHxK = dot_product_attention(
+                q_BxTxHxK,
+                k_BxTxHxK,
+                v_BxTxHxK,
+                mask_BxTxS,
+                impl=cfg.attention_impl,
+                probs_dropout=probs_dropout,
+                causal=cfg.causal and not decode,
+            )
         out_BxTxD = Dense(
             (cfg.emb_dim,),
             ("heads", "kv", "embed"),
