@@ -109,14 +109,21 @@ np.testing.assert_allclose(sharded, unsharded, rtol=1e-6, atol=1e-6)
 with jax.set_mesh(mesh), nn.logical_axis_rules(rules):  # 3 rows over data=2: the einsums
     odd = jax.jit(attend).lower(qkv[:3]).compile().as_text()
 assert "lmjax_causal_attention" not in odd, odd
+# Under pmap (one call per device) and vmap (one call per row, sequentially), the same numbers.
+from lmjax.models import cpu_attention
+stacked = jax.random.normal(jax.random.PRNGKey(2), (8, 2, 24, 2, 3, 16))
+grad = lambda x: jax.grad(lambda y: jnp.sum(cpu_attention.causal_attention(y) ** 2))(x)
+each = np.stack([jax.jit(grad)(x) for x in stacked])
+np.testing.assert_array_equal(jax.pmap(grad)(stacked), each)
+np.testing.assert_array_equal(jax.vmap(grad)(stacked), each)
 print("OK")
 """
 
 
-def test_sharded_over_batch_and_heads_without_gathering():
+def test_sharded_pmapped_and_vmapped():
     """Under a data x tensor mesh each device runs the kernel on its batch rows and heads:
     the same numbers as on one device, and no all-gather in the compiled step; a batch that
-    the mesh does not divide goes to the einsums."""
+    the mesh does not divide goes to the einsums. Under pmap and vmap: the same numbers."""
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_SHARDED)],
         env=script_env(devices=8),
