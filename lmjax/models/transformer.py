@@ -339,6 +339,14 @@ def dot_product_attention(
     return jnp.concatenate(outs, axis=1).astype(dtype)
 
 
+def mesh_axes_size(mesh: Any, axes: str | tuple[str, ...] | None) -> int:
+    """Number of devices along mesh axes `axes` (None, one name, or a tuple of names), as a
+    PartitionSpec entry names them; `mesh` a Mesh or an AbstractMesh."""
+    if axes is None:
+        return 1
+    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
+
+
 def _cpu_kernel_attention(qkv_BxTxHx3xK: jax.Array, head_dim: int) -> jax.Array | None:
     """Causal attention by the CPU kernel (`cpu_attention.py`), on each device's shard of the
     batch and heads under a mesh; None where it does not apply (not the CPU, a head dim that is
@@ -350,9 +358,8 @@ def _cpu_kernel_attention(qkv_BxTxHx3xK: jax.Array, head_dim: int) -> jax.Array 
     spec = None
     if not mesh.empty and mesh.size > 1:
         spec = nn.logical_to_mesh_axes(("batch", "length", "heads", None, "kv"))
-        for dim, axes in enumerate(spec):
-            names = () if axes is None else (axes,) if isinstance(axes, str) else axes
-            split = math.prod(mesh.shape[name] for name in names)
+        for dim, axes in enumerate(spec):  # dims 1 and 4 (length, head dim) must stay whole
+            split = mesh_axes_size(mesh, axes)
             if split > 1 and (dim in (1, 4) or qkv_BxTxHx3xK.shape[dim] % split):
                 return None
     return cpu_attention.causal_attention(qkv_BxTxHx3xK, spec)

@@ -17,6 +17,7 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from lmjax import errors
+from lmjax.models import transformer
 
 MESH_AXES = ("data", "fsdp", "tensor")
 # (logical axis name, mesh axis or axes or None), as `config.logical_axis_rules`
@@ -46,16 +47,9 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
     )
 
 
-def _axes_size(mesh, axes):
-    """Number of devices along mesh axes `axes` (None, one name, or a tuple of names)."""
-    if axes is None:
-        return 1
-    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
-
-
 def logical_axis_size(name: str, mesh: Mesh, rules: Rules) -> int:
     """Number of shards `rules` split the logical axis `name` into on `mesh`."""
-    return _axes_size(mesh, nn.logical_to_mesh_axes((name,), rules)[0])
+    return transformer.mesh_axes_size(mesh, nn.logical_to_mesh_axes((name,), rules)[0])
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, rules: Rules, grad_accum_steps: int = 1) -> None:
@@ -91,7 +85,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
         shape = getattr(leaf, "value", leaf).shape
         spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
         for i, (size, axes) in enumerate(zip(shape, spec, strict=True)):
-            if size % _axes_size(mesh, axes):
+            if size % transformer.mesh_axes_size(mesh, axes):
                 replicated_dims.append(
                     f"{jax.tree_util.keystr(path, simple=True, separator='/')}"
                     f" dim {i} ({size} over {axes})"
