@@ -34,6 +34,8 @@ def test_benchmark_prints_consistent_json():
         result["model_flops_per_step"] / (result["step_ms"] / 1000) / result["peak_flops"]
     )
     assert 0 < result["mfu"] < 1
+    assert 1 <= result["warmup_passes"] <= benchmark.STEADY_PASSES
+    assert result["system_ms_per_step"] >= 0
     assert result["peak_flops_source"] == "measured float32 matmul"
 
 
