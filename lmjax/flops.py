@@ -8,7 +8,6 @@ forward and backward matmuls of the N parameters (position embeddings excluded),
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,24 +69,32 @@ def peak_matmul() -> Callable[[jax.Array], jax.Array]:
 
 
 def measure_peak_flops(
-    dtype: jnp.dtype | type = jnp.float32, size: int = 2048, repeats: int = 20
+    dtype: jnp.dtype | type = jnp.float32, size: int = 2048, repeats: int = 20, again: bool = False
 ) -> float:
     """Measured matmul FLOP/s of the first device: the best of `repeats` square matmuls.
 
     20 repeats, not 5: on a 2-core CPU a best of 5 once came out at about half the usual peak
     (the suite printed a 95% MFU for a step at its usual speed); 20 cost ~0.2 s there. Measured
     once per process, device kind and dtype: a process that trains many runs (a sweep's worker,
-    a notebook) reuses the first figure (on 8 simulated CPU devices a measurement takes ~1 s)."""
+    a notebook) reuses the first figure (on 8 simulated CPU devices a measurement takes ~1 s).
+    `again=True` measures once more and returns the best of every measurement so far: a
+    best of 20 still came out at half the usual once (0.11 against 0.22 TFLOP/s, the (b) step's
+    MFU read 146%), so `benchmark.run` measures before and after its timed steps."""
     device = jax.devices()[0]
     peak = known_peak_flops(device.device_kind)
     if peak is not None:
         return peak
-    return _measure(device.platform, device.device_kind, jnp.dtype(dtype), size, repeats)
+    key = (device.platform, device.device_kind, jnp.dtype(dtype), size, repeats)
+    if again or key not in _BEST:
+        _BEST[key] = max(_BEST.get(key, 0.0), _measure(*key))
+    return _BEST[key]
 
 
-@functools.cache
+_BEST: dict[tuple, float] = {}  # measure_peak_flops's best figure so far, per device and matmul
+
+
 def _measure(platform: str, device_kind: str, dtype: jnp.dtype, size: int, repeats: int) -> float:
-    del device_kind  # part of the cache key only
+    del device_kind  # part of the key only
     if platform == "cpu":
         size = min(size, 1024)
     x = jnp.ones((size, size), dtype)

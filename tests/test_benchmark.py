@@ -50,6 +50,18 @@ def test_bf16_peak_times_the_dot_the_model_runs():
     assert dots and all("= f32[64,64]" in line for line in dots), text
 
 
+def test_measured_peak_is_kept_and_measured_again_on_request(monkeypatch):
+    figures = iter([2e11, 1e11, 2.2e11, 4e11])  # a first figure, one at half, a better one
+    monkeypatch.setattr(flops, "_measure", lambda *key: next(figures))
+    monkeypatch.setattr(flops, "_BEST", {})
+    assert flops.measure_peak_flops() == 2e11
+    assert flops.measure_peak_flops() == 2e11  # kept: nothing measured
+    assert flops.measure_peak_flops(again=True) == 2e11  # the half figure does not replace it
+    assert flops.measure_peak_flops(again=True) == 2.2e11
+    assert flops.measure_peak_flops(jax.numpy.bfloat16) == 4e11  # another dtype: its own
+    assert flops.measure_peak_flops() == 2.2e11
+
+
 @pytest.mark.parametrize(
     "kind, peak",
     [

@@ -104,6 +104,7 @@ def run(
         compile_s = time.perf_counter() - start
         if warmup:
             state, _ = _pass(train_step, state, batches, warmup)
+        flops.measure_peak_flops(jnp.dtype(config.model.dtype))  # and again after the steps
 
         # Untimed passes as the timed one runs until one spends under 2% of its time in the
         # kernel, at most `STEADY_PASSES`: while the heap that lmjax.host_malloc keeps still
@@ -141,7 +142,7 @@ def run(
     tokens_per_step = config.batch_size * config.seq_len
     flops_per_step = task.flops_per_token(num_params, vocab_size) * tokens_per_step
     # A spec-sheet bf16 peak where the device is known, else a measured matmul in the compute dtype.
-    peak_per_device = flops.measure_peak_flops(jnp.dtype(config.model.dtype))
+    peak_per_device = flops.measure_peak_flops(jnp.dtype(config.model.dtype), again=True)
     known = flops.known_peak_flops(jax.devices()[0].device_kind) is not None
     source = "spec sheet (bf16)" if known else f"measured {config.model.dtype} matmul"
     n = mesh.devices.size
