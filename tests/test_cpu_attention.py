@@ -135,6 +135,45 @@ def test_sharded_pmapped_and_vmapped():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
 
 
+_AVX2 = """
+from lmjax.models import cpu_attention
+from tests.test_cpu_attention import test_forward_and_gradient_match_float64 as check
+cpu_attention._FLAGS[cpu_attention._FLAGS.index("-march=native")] = "-march=haswell"
+for shape, scale in [((2, 37, 3, 16), 1.0), ((2, 130, 2, 64), 1.0), ((1, 20, 2, 16), 30.0)]:
+    check(shape, scale)
+print("OK")
+"""
+
+
+@pytest.mark.skipif(not cpu_attention.measured_cpu(), reason="runs AVX2 code")
+def test_an_avx2_build_matches_float64(tmp_path):
+    """Built for AVX2 without AVX-512 (8-float vectors, 6 x 2 tiles: another code path), the
+    kernel gives the same numbers."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_AVX2)],
+        env={**script_env(), "XDG_CACHE_HOME": str(tmp_path)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+    (library,) = os.listdir(tmp_path / "lmjax")  # built here, not the native one from the cache
+    assert library.startswith("cpu_attention-")
+
+
+def test_only_measured_cpu_kinds_take_the_kernel(monkeypatch):
+    assert cpu_attention.available()  # built (and cached) under this CPU's real flags first
+    arm = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp"
+    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: arm)
+    assert not cpu_attention.measured_cpu() and not cpu_attention.applies(64)
+    old_x86 = "flags\t\t: fpu vme de pse tsc msr sse sse2 ssse3 sse4_1 sse4_2 avx"
+    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: old_x86)
+    assert not cpu_attention.applies(64)
+    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: old_x86 + " fma avx2")
+    assert cpu_attention.applies(64) and not cpu_attention.applies(40)
+
+
 def test_cache_is_keyed_by_the_source(tmp_path, monkeypatch):
     """A changed kernel source builds a new library instead of loading a stale one."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

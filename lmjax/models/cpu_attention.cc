@@ -8,7 +8,7 @@
 // dS = P * (dO v^T - D), dq = dS k / sqrt(K), dk = dS^T q / sqrt(K), dv = P^T dO.
 // Float32; the head dim a multiple of 16. qkv is the fused projection [B, T, H, 3, K]
 // (q, k, v on the 4th axis), O is [B, T, H, K], L is [B, H, T], the gradient [B, T, H, 3, K].
-// The matmuls are register-tiled with GCC vector types (16 floats: one AVX-512 register, two
+// The matmuls are register-tiled with GCC vector types as wide as the machine's registers
 // AVX2 ones), compiled for the machine they run on (-march=native).
 #include <algorithm>
 #include <atomic>
@@ -24,44 +24,53 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-inline v16 Load(const float* p) { return *reinterpret_cast<const v16*>(p); }
-inline void Store(float* p, v16 x) { *reinterpret_cast<v16*>(p) = x; }
+// W floats to a vector register; a tile is MR rows x NV vectors of accumulators. AVX-512 (32
+// registers): 6 x 4 zmm. Else AVX2 (16 registers): 6 x 2 ymm; 16-float vectors there spilled
+// and ran 10-20x slower than XLA's einsums (a -march=haswell build on a Zen 4).
+#ifdef __AVX512F__
+constexpr int W = 16, NV = 4;
+#else
+constexpr int W = 8, NV = 2;
+#endif
+typedef float vf __attribute__((vector_size(4 * W), aligned(4)));
+typedef int vi __attribute__((vector_size(4 * W)));
+inline vf Load(const float* p) { return *reinterpret_cast<const vf*>(p); }
+inline void Store(float* p, vf x) { *reinterpret_cast<vf*>(p) = x; }
 
-constexpr int MR = 6;  // rows of a tile: 6 x 4 accumulators + 4 loads + 1 broadcast <= 32 registers
+constexpr int MR = 6;  // rows of a tile: 6 x NV accumulators + NV loads + 1 broadcast
 
-// C[m, 0:16*NV] = sum_k A[m*sam + k*sak] * B[k*ldb + 0:16*NV], m < M <= MR.
-template <int M, int NV>
+// C[m, 0:W*V] = sum_k A[m*sam + k*sak] * B[k*ldb + 0:W*V], m < M <= MR.
+template <int M, int V>
 inline void Tile(float* C, int ldc, const float* A, long sam, long sak, const float* B, int ldb,
                  int K) {
-  v16 acc[M][NV];
+  vf acc[M][V];
   for (int m = 0; m < M; ++m)
-    for (int v = 0; v < NV; ++v) acc[m][v] = v16{};
+    for (int v = 0; v < V; ++v) acc[m][v] = vf{};
   for (int k = 0; k < K; ++k) {
-    v16 b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = Load(B + (long)k * ldb + 16 * v);
+    vf b[V];
+    for (int v = 0; v < V; ++v) b[v] = Load(B + (long)k * ldb + W * v);
     for (int m = 0; m < M; ++m) {
       float a = A[m * sam + k * sak];
-      for (int v = 0; v < NV; ++v) acc[m][v] += a * b[v];
+      for (int v = 0; v < V; ++v) acc[m][v] += a * b[v];
     }
   }
   for (int m = 0; m < M; ++m)
-    for (int v = 0; v < NV; ++v) Store(C + (long)m * ldc + 16 * v, acc[m][v]);
+    for (int v = 0; v < V; ++v) Store(C + (long)m * ldc + W * v, acc[m][v]);
 }
 
 template <int M>
 inline void RowTile(float* C, int ldc, const float* A, long sam, long sak, const float* B,
                     int ldb, int N, int K) {
   int n = 0;
-  for (; n + 64 <= N; n += 64) Tile<M, 4>(C + n, ldc, A, sam, sak, B + n, ldb, K);
-  switch ((N - n) / 16) {
+  for (; n + W * NV <= N; n += W * NV) Tile<M, NV>(C + n, ldc, A, sam, sak, B + n, ldb, K);
+  switch ((N - n) / W) {  // < NV
     case 3: Tile<M, 3>(C + n, ldc, A, sam, sak, B + n, ldb, K); break;
     case 2: Tile<M, 2>(C + n, ldc, A, sam, sak, B + n, ldb, K); break;
     case 1: Tile<M, 1>(C + n, ldc, A, sam, sak, B + n, ldb, K); break;
   }
 }
 
-// C[M, N] = A[M, K] B[K, N]; N a multiple of 16. A(m, k) = A[m*sam + k*sak].
+// C[M, N] = A[M, K] B[K, N]; N a multiple of W. A(m, k) = A[m*sam + k*sak].
 inline void Gemm(float* C, int ldc, const float* A, long sam, long sak, const float* B, int ldb,
                  int M, int N, int K) {
   int m = 0;
@@ -80,32 +89,35 @@ inline void Gemm(float* C, int ldc, const float* A, long sam, long sak, const fl
 
 inline int Up16(int n) { return (n + 15) / 16 * 16; }
 
-typedef int vi16 __attribute__((vector_size(64)));
-const vi16 kIota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+#ifdef __AVX512F__
+constexpr vi kIota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+#else
+constexpr vi kIota = {0, 1, 2, 3, 4, 5, 6, 7};
+#endif
 
 
-// exp(x), 16 at a time: 2^n p(r) with x = n ln2 + r (Cephes' expf polynomial, ~1 ulp).
-inline v16 Exp(v16 x) {
-  x = x < -87.0f ? v16{} - 87.0f : x;
-  x = x > 88.0f ? v16{} + 88.0f : x;
-  v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  v16 p = 1.9875691500e-4f + v16{};
+// exp(x), W at a time: 2^n p(r) with x = n ln2 + r (Cephes' expf polynomial, ~1 ulp).
+inline vf Exp(vf x) {
+  x = x < -87.0f ? vf{} - 87.0f : x;
+  x = x > 88.0f ? vf{} + 88.0f : x;
+  vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  vf p = 1.9875691500e-4f + vf{};
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;  // 2^n as a float's bits
-  v16 two_n;
+  vi bits = (__builtin_convertvector(n, vi) + 127) << 23;  // 2^n as a float's bits
+  vf two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
   return p * two_n;
 }
 
-inline float Sum(v16 x) {
+inline float Sum(vf x) {
   float s = 0.f;
-  for (int i = 0; i < 16; ++i) s += x[i];
+  for (int i = 0; i < W; ++i) s += x[i];
   return s;
 }
 
@@ -198,16 +210,16 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
       for (int r = 0; r < rows; ++r) {
         float* pr = p + (long)r * tp;
         int last = i0 + r;  // keys 0..last
-        v16 vmx = v16{} - INFINITY;
-        for (int j = 0; j < n; j += 16) {
-          v16 s = Load(pr + j);
+        vf vmx = vf{} - INFINITY;
+        for (int j = 0; j < n; j += W) {
+          vf s = Load(pr + j);
           vmx = (kIota + j <= last) & (s > vmx) ? s : vmx;
         }
         float mx = vmx[0];
-        for (int i = 1; i < 16; ++i) mx = std::max(mx, vmx[i]);
-        v16 vsum = v16{};
-        for (int j = 0; j < n; j += 16) {
-          v16 e = kIota + j <= last ? Exp(Load(pr + j) - mx) : v16{};
+        for (int i = 1; i < W; ++i) mx = std::max(mx, vmx[i]);
+        vf vsum = vf{};
+        for (int j = 0; j < n; j += W) {
+          vf e = kIota + j <= last ? Exp(Load(pr + j) - mx) : vf{};
           vsum += e;
           Store(pr + j, e);
         }
@@ -261,9 +273,9 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer
       }
       const float* gt = g + (((long)b * d.T + t) * d.H + h) * K;
       const float* ot = o + (((long)b * d.T + t) * d.H + h) * K;
-      v16 s = v16{};
-      for (int k = 0; k < K; k += 16) {
-        v16 gk = Load(gt + k);
+      vf s = vf{};
+      for (int k = 0; k < K; k += W) {
+        vf gk = Load(gt + k);
         Store(dst + k, gk);
         s += gk * Load(ot + k);
       }
@@ -281,8 +293,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer
         const float* dpr = dp + (long)r * tp;
         int last = i0 + r;
         float lr = l[((long)b * d.H + h) * d.T + last], dr = delta[last];
-        for (int j = 0; j < n; j += 16) {
-          v16 e = kIota + j <= last ? Exp(Load(pr + j) - lr) : v16{};
+        for (int j = 0; j < n; j += W) {
+          vf e = kIota + j <= last ? Exp(Load(pr + j) - lr) : vf{};
           Store(pr + j, e);
           Store(sr + j, e * (Load(dpr + j) - dr));
         }

@@ -94,10 +94,18 @@ def available() -> bool:
     return True
 
 
+def measured_cpu() -> bool:
+    """Whether this CPU is of a kind the kernel was measured faster on than the einsums: x86
+    with AVX2 or AVX-512 (/proc/cpuinfo's flags). Elsewhere (Arm, older x86) it was never
+    timed, and a build with vectors wider than the registers ran 10-20x slower."""
+    flags = _cpu_flags().split()
+    return "avx2" in flags or "avx512f" in flags
+
+
 def applies(head_dim: int) -> bool:
-    """Whether `causal_attention` can run here: the CPU backend, a head dim that is a multiple of
-    16 (the kernel's vector width), the kernel built."""
-    return jax.default_backend() == "cpu" and head_dim % 16 == 0 and available()
+    """Whether `causal_attention` can run here: the CPU backend on a `measured_cpu`, a head dim
+    that is a multiple of 16 (the kernel's vector width), the kernel built."""
+    return jax.default_backend() == "cpu" and head_dim % 16 == 0 and measured_cpu() and available()
 
 
 def _forward(qkv_BxTxHx3xK):
