@@ -298,8 +298,11 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::Buffer
           Store(pr + j, e);
           Store(sr + j, e * (Load(dpr + j) - dr));
         }
-        std::fill(pr + n, pr + tp, 0.f);  // read by dV and dK below
-        std::fill(sr + n, sr + tp, 0.f);
+        // dV and dK below read this row's columns j0 .. j0 + MR - 1 for j0 <= last: zero those
+        // past n (the rest of the row is never read).
+        int end = std::max(n, std::min(tp, last + MR));
+        std::fill(pr + n, pr + end, 0.f);
+        std::fill(sr + n, sr + end, 0.f);
       }
       Gemm(dxq + (long)i0 * ldx, ldx, sb, tp, 1, kr, K, rows, K, n);
     }
