@@ -27,7 +27,8 @@ ENTRY %main (p0: f32[8,16], p1: f32[16,32]) -> f32[8,32] {
   %p0 = f32[8,16]{1,0} parameter(0)
   %p1 = f32[16,32]{1,0} parameter(1)
   %ynn_fusion.3 = f32[8,32]{1,0} fusion(%p0, %p1), kind=kCustom, calls=%fused_dot
-  ROOT %tanh_fusion = f32[8,32]{1,0} fusion(%ynn_fusion.3), kind=kLoop, calls=%fused_gelu
+  %tanh_fusion = f32[8,32]{1,0} fusion(%ynn_fusion.3), kind=kLoop, calls=%fused_gelu
+  ROOT %ffi_call.2 = (f32[8,32]{1,0}, f32[8]{0}) custom-call(%tanh_fusion), custom_call_target="lmjax_causal_attention_fwd", api_version=API_VERSION_TYPED_FFI, metadata={op_name="jit(train_step)/jvp(Transformer)/Transformer.encode/block_0/attn/ffi_call"}
 }
 """
 
@@ -40,6 +41,11 @@ def test_parse_hlo_counts_dot_flops_and_names_the_layer():
     assert gelu.flops == 0
     assert gelu.kinds == {"tanh": 1, "multiply": 1}
     assert gelu.where == "bwd block_1/mlp/tanh"
+    assert dot.shape == gelu.shape == "f32[8,32]"
+    # a custom call with two outputs (the CPU attention kernel's forward) is an op too
+    kernel = ops["ffi_call.2"]
+    assert kernel.shape == "(f32[8,32], f32[8])" and kernel.kinds == {"custom-call": 1}
+    assert kernel.where == "fwd block_0/attn/ffi_call"
 
 
 def test_op_times_and_report():

@@ -18,7 +18,8 @@ import re
 from collections.abc import Iterable
 
 _SKIP = {"parameter", "constant", "broadcast", "bitcast", "reshape", "get-tuple-element", "tuple"}
-_INSTR = re.compile(r"(?:ROOT )?%([\w.\-]+) = (\w+\[[\d,]*\])\S* ([\w\-]+)\((.*)")
+# name = shape (an array's, or a tuple's: a custom call's several outputs) opcode(operands...
+_INSTR = re.compile(r"(?:ROOT )?%([\w.\-]+) = (\w+\[[\d,]*\]\S*|\([^()]*\)) ([\w\-]+)\((.*)")
 
 
 @dataclasses.dataclass
@@ -63,6 +64,7 @@ def parse_hlo(text: str) -> dict[str, Op]:
             if not m:
                 continue
             name, shape, opcode, rest = m.groups()
+            shape = re.sub(r"\{[^}]*\}", "", shape)  # no layouts: f32[8,32], (f32[8], f32[2])
             called = re.findall(r"calls=%([\w.\-]+)", rest)
             body = [line] if not called else [c for cc in called for c in computations.get(cc, [])]
             flops, kinds, where, shapes = 0, collections.Counter(), "", {}
