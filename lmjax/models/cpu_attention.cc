@@ -8,8 +8,8 @@
 // dS = P * (dO v^T - D), dq = dS k / sqrt(K), dk = dS^T q / sqrt(K), dv = P^T dO.
 // Float32; the head dim a multiple of 16. qkv is the fused projection [B, T, H, 3, K]
 // (q, k, v on the 4th axis), O is [B, T, H, K], L is [B, H, T], the gradient [B, T, H, 3, K].
-// The matmuls are register-tiled with GCC vector types as wide as the machine's registers
-// AVX2 ones), compiled for the machine they run on (-march=native).
+// The matmuls are register-tiled with GCC vector types as wide as the machine's registers (16
+// floats with AVX-512, 8 with AVX2), compiled for the machine they run on (-march=native).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -94,6 +94,7 @@ constexpr vi kIota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 #else
 constexpr vi kIota = {0, 1, 2, 3, 4, 5, 6, 7};
 #endif
+static_assert(kIota[W - 1] == W - 1, "kIota must count 0 .. W - 1");
 
 
 // exp(x), W at a time: 2^n p(r) with x = n ln2 + r (Cephes' expf polynomial, ~1 ulp).
