@@ -37,7 +37,9 @@ _TARGETS = {
 }
 
 
+@functools.cache
 def _cpu_flags() -> str:
+    """/proc/cpuinfo's first flags line, read once (`applies` asks at every layer traced)."""
     try:
         with open("/proc/cpuinfo") as f:
             return next((line for line in f if line.startswith(("flags", "Features"))), "")
