@@ -30,9 +30,14 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     )
 
 
+# The embedding tables' parameter names: token, position and (BERT) token-type embeddings.
+EMBEDDING_TABLES = ("embedding", "pos_embed", "type_embed")
+
+
 def _decay_mask(decay_embeddings):
-    """Weight decay on matmul kernels (and embeddings if asked), never on biases or LayerNorm."""
-    suffixes = ("kernel", "embedding", "pos_embed") if decay_embeddings else ("kernel",)
+    """Weight decay on matmul kernels (and every embedding table if asked: BERT and GPT-2 decay
+    all three), never on biases or LayerNorm."""
+    suffixes = ("kernel", *EMBEDDING_TABLES) if decay_embeddings else ("kernel",)
 
     def decayed(path, _):
         return any(str(getattr(k, "key", "")).endswith(suffixes) for k in path)
