@@ -68,6 +68,7 @@ def get_config(arg=None):
     config.model.mlp_dim = 512
     config.model.dropout_rate = 0.1  # hidden dropout
     config.model.attention_dropout_rate = 0.1  # on attention probabilities
+    config.model.norm_position = "post"  # BERT's post-LN; "pre" (GPT-2's) has no HF export
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     config.model.remat = False
     config.model.remat_policy = "nothing_saveable"
