@@ -17,6 +17,7 @@ LAYERS = (
     ("lmjax.tasks",),  # objectives: data, model, loss, metrics
     ("lmjax.train",),  # state, steps, loop, checkpoints, inference
     ("lmjax.convert", "lmjax.results", "lmjax.plots"),  # built on trained workdirs
+    ("lmjax.evals",),  # zero-shot evaluations of trained workdirs
     ("lmjax.sweep",),  # runs many trainings, collates them
     ("lmjax.cli",),  # the entry points' flag parsing and one-line errors
 )  # fmt: skip
