@@ -1,0 +1,57 @@
+"""BLiMP zero-shot: how often a trained LM prefers the good sentence of each minimal pair.
+
+  python experiments/blimp.py --workdir=/tmp/shakespeare [--step=N] [--limit=100] \
+      [--output=/tmp/blimp_pairs.jsonl] [--metric=pll|pll_word_l2r] [--batch_size=64] \
+      [--data=path/to/blimp]
+
+Any GPT (task clm: sum of token log-probs after a start token) or BERT pretraining workdir
+(task mlm_nsp: pseudo-log-likelihood), trained here or imported with experiments/convert.py.
+Prints overall, per-phenomenon and per-field accuracies beside the paper's models and the ties;
+writes blimp.json and blimp.png into the workdir (beside --output when given) and, with
+--output, one JSON line per pair. See docs/blimp.md.
+"""
+
+import os
+
+from absl import flags
+
+from lmjax import cli
+from lmjax.evals import blimp
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained GPT or BERT pretraining workdir.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_DATA = flags.DEFINE_string(
+    "data", None, "A BLiMP folder (data/*.jsonl) or a .jsonl file (default: the shipped pairs)."
+)
+_OUTPUT = flags.DEFINE_string("output", None, "A JSON-lines file of per-pair log-probabilities.")
+_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N pairs of each paradigm.")
+_METRIC = flags.DEFINE_enum(
+    "metric", None, ["pll", "pll_word_l2r"], "Masked LMs: the score that decides (default pll)."
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 64, "Rows (windows or masked copies) per forward pass; less for a big vocabulary."
+)
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    del argv
+    summary = blimp.evaluate(
+        _WORKDIR.value,
+        step=_STEP.value,
+        data=_DATA.value,
+        limit=_LIMIT.value,
+        metric=_METRIC.value,
+        batch_size=_BATCH_SIZE.value,
+        output=_OUTPUT.value,
+    )
+    print(blimp.format_table(summary))
+    folder = os.path.dirname(os.path.abspath(_OUTPUT.value)) if _OUTPUT.value else _WORKDIR.value
+    for path in blimp.save_summary(summary, folder):
+        print(f"wrote {path}")
+    if _OUTPUT.value:
+        print(f"wrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
