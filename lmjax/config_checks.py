@@ -18,6 +18,7 @@ import ml_collections
 from absl import logging
 
 from lmjax import errors
+from lmjax.data import books
 from lmjax.models.transformer import ACTIVATIONS, ATTENTION_IMPLS, DTYPES
 
 # The shortest sequence each task can lay out: BERT pretraining needs [CLS] A [SEP] B [SEP] with
@@ -80,6 +81,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("data.shuffle_window", _POSITIVE_INT, "≥ 1", "streamed instances shuffled together"),
     ("data.short_seq_prob", _real(lambda v: 0 <= v <= 1), "in [0, 1]", "share of short pairs"),
     ("data.num_eval_documents", _POSITIVE_INT, "≥ 1", "documents held out for eval"),
+    ("data.max_words", _COUNT, "≥ 0", "words of the training books kept (0: all)"),
     ("data.holdout_size", _real(lambda v: v >= 0), "≥ 0", "training examples held out"),
     ("data.train_examples", _COUNT, "≥ 0", "training examples used (0: all)"),
 )
@@ -110,6 +112,13 @@ def check(config: ml_collections.ConfigDict) -> None:
     min_len = MIN_SEQ_LEN.get(config.get("task"), 1)
     if not _int_at_least(min_len)(config.seq_len):
         raise _fail("seq_len", config.seq_len, f"≥ {min_len}", f"tokens per {config.task} example")
+    data = config.get("data") or {}
+    if data.get("max_words") and not (data.get("path") and books.is_book_path(data.path)):
+        raise errors.InputError(
+            f"config.data.max_words={data.max_words} cuts Project Gutenberg books, but "
+            f"config.data.path={data.get('path')!r} names none: give a folder, glob or manifest of "
+            "books, or set data.max_words=0"
+        )
     model = config.model
     if model.emb_dim % model.num_heads:
         raise errors.InputError(

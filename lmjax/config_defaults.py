@@ -55,6 +55,7 @@ DEFAULTS = {
         "data.tfds_split": "train",
         "data.tfds_text_key": "text",
         "data.tfds_data_dir": "",
+        "data.max_words": 0,
     },
     "mlm_nsp": {
         "data.path": "",
@@ -66,6 +67,7 @@ DEFAULTS = {
         "data.tfds_split": "train",
         "data.tfds_text_key": "text",
         "data.tfds_data_dir": "",
+        "data.max_words": 0,
     },
     "classify": {
         "data.glue_task": "sst2",

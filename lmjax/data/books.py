@@ -22,7 +22,7 @@ import hashlib
 import html
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from lmjax.data import text as text_lib
 from lmjax.errors import InputError, MissingInput
@@ -356,13 +356,64 @@ def is_book_path(path: str) -> bool:
     return glob.has_magic(path) or os.path.isdir(path) or path.endswith(".tsv")
 
 
-def books_text(path: str) -> str:
-    """The running text of the books `path` names (`book_files`, all of them): each book's
-    paragraphs, one a line, books separated by a blank line (a causal LM's corpus)."""
+def books_text(path: str, split: str | None = None, max_words: int = 0) -> str:
+    """The running text of the books `path` names (`book_files` of `split`; with a split, each
+    md5-checked): each book's paragraphs, one a line, books separated by a blank line (a causal
+    LM's corpus). `max_words` > 0 keeps the text of `first_words` only: the same sentences a
+    masked LM reads, the last paragraph cut after its last kept sentence."""
+    chosen = _resolve(path, split)
+    kept = dict(first_words([f for f, _ in chosen], max_words)) if max_words else None
     texts = []
-    for file in book_files(path):
-        texts.append("\n".join(book_paragraphs(strip_gutenberg(_read(file), file))))
+    for file, book in chosen:
+        if kept is not None and file not in kept:
+            continue
+        paragraphs = book_paragraphs(strip_gutenberg(_read(file, book), file))
+        if kept is not None:
+            paragraphs = _first_sentences(paragraphs, kept[file])
+        texts.append("\n".join(paragraphs))
     return "\n\n".join(texts)
+
+
+def first_words(files: Sequence[str], max_words: int) -> list[tuple[str, int]]:
+    """(file, sentences kept) of the leading books of `files`, in their order, whose sentences
+    (`read_book`), in order, make at most `max_words` words (whitespace-separated, after
+    `strip_gutenberg` and `book_paragraphs`): the book where the budget runs out is cut after
+    its last whole sentence that fits. The same files and budget always give the same cut."""
+    if max_words < 1:
+        raise InputError(f"data.max_words={max_words} must be >= 1 to cut the books")
+    kept, total = [], 0
+    for file in files:
+        sentences = read_book(file)
+        n = 0
+        for sentence in sentences:
+            words = len(sentence.split())
+            if total + words > max_words:
+                break
+            total, n = total + words, n + 1
+        if n:
+            kept.append((file, n))
+        if n < len(sentences):
+            break
+    return kept
+
+
+def read_first_sentences(source: tuple[str, int]) -> list[str]:
+    """The first sentences of a book as `first_words` keeps them: `source` is (file, count)."""
+    file, count = source
+    return read_book(file)[:count]
+
+
+def _first_sentences(paragraphs: Sequence[str], count: int) -> list[str]:
+    """The leading `count` sentences of `paragraphs` (`text.split_sentences` of each), paragraph
+    by paragraph; a paragraph cut short keeps its first sentences joined by a space."""
+    out = []
+    for paragraph in paragraphs:
+        if count <= 0:
+            break
+        sentences = text_lib.split_sentences(paragraph)
+        out.append(paragraph if len(sentences) <= count else " ".join(sentences[:count]))
+        count -= len(sentences)
+    return out
 
 
 def book_documents(path: str, split: str | None = None, verify: bool = True) -> Iterator[list[str]]:

@@ -303,6 +303,12 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
+def _model_name(summary: Mapping) -> str:
+    """What was scored: the summary's `model` (a baseline without a workdir), else the workdir
+    and step."""
+    return summary.get("model") or f"{summary['workdir']} step {summary['step']}"
+
+
 def format_table(summary: Mapping) -> str:
     """The summary as text: overall, per phenomenon and per field, this model's score(s) beside
     the paper's models over the same paradigms, and the ties."""
@@ -325,7 +331,7 @@ def format_table(summary: Mapping) -> str:
 
     out = [
         f"BLiMP: {summary['num_paradigms']} paradigms, {summary['num_pairs']:,} pairs, "
-        f"{summary['workdir']} step {summary['step']} ({summary['seconds']} s)",
+        f"{_model_name(summary)} ({summary['seconds']} s)",
         line("", [(h, h) for h in labels]),
         row("overall", lambda s: s["overall"]),
         "phenomenon:",
@@ -385,10 +391,10 @@ def plot_summary(summary: Mapping, path: str) -> str:
     ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=7, loc="upper center")
-    ax.set_title(
-        f"BLiMP, {summary['num_paradigms']} paradigms: "
+    name = summary.get("model") or (
         f"{os.path.basename(os.path.normpath(summary['workdir']))} step {summary['step']}"
     )
+    ax.set_title(f"BLiMP, {summary['num_paradigms']} paradigms: {name}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,6 +23,8 @@ def read_corpus_text(config: ml_collections.ConfigDict) -> str:
     """The text of TFDS dataset `data.tfds_name` when set (its examples' sentences, examples
     separated by blank lines), else of `data.path`: an embedded corpus, a local file, or books
     (a folder, glob or manifest of Project Gutenberg books: their running text)."""
+    if config.data.max_words:
+        return books.books_text(config.data.path, "train", config.data.max_words)
     if config.data.tfds_name:
         from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
 
@@ -90,12 +92,20 @@ class Clm(base.BaseTask):
     name: ClassVar[str] = "clm"
 
     def make_data(self, workdir: str | None = None) -> pipeline.TaskData:
-        """The corpus split as nanoGPT: the first `train_fraction` of the tokens train."""
+        """The corpus split as nanoGPT: the first `train_fraction` of the tokens train. With
+        `data.max_words`, the first that many words of the books' `train` split train (all of
+        them: a word budget is the training text) and the `valid` books are held out."""
         config = self.config
         text = read_corpus_text(config)
         tokenizer = make_tokenizer(config, text, workdir)
         ids = encode_in_chunks(tokenizer, text)
-        split = int(len(ids) * config.data.train_fraction)
+        if config.data.max_words:
+            split = len(ids)
+            ids = np.concatenate(
+                [ids, encode_in_chunks(tokenizer, books.books_text(config.data.path, "valid"))]
+            )
+        else:
+            split = int(len(ids) * config.data.train_fraction)
         check_windows(config, len(ids), split)
         return pipeline.TaskData(
             train_ds=pipeline.lm_windows(ids[:split], config.seq_len),

@@ -117,11 +117,14 @@ def _streamed_data(config, workdir):
     read, tokenized and paired at a time, new pairs and masks every epoch), the held-out ones
     made and masked once. The documents are the books of `data.path` (a folder, glob or manifest
     of Project Gutenberg books: the manifest's `train` and `valid` books), or the examples of
-    TFDS `data.tfds_name`'s `tfds_split` and `tfds_eval_split`, read by index."""
+    TFDS `data.tfds_name`'s `tfds_split` and `tfds_eval_split`, read by index; `data.max_words`
+    keeps the first that many words of the training books (`books.first_words`)."""
     data = config.data
     if data.path:
         sources, eval_files = books.train_and_eval_books(data.path, data.num_eval_documents)
         read, eval_documents = books.read_book, map(books.read_book, eval_files)
+        if data.max_words:  # a word budget: the leading training books, the last one cut
+            sources, read = books.first_words(sources, data.max_words), books.read_first_sentences
     else:
         from lmjax.data import tfds_text  # imports tensorflow_datasets: only when asked for
 
