@@ -187,7 +187,7 @@ def param_difference(model, params, torch_model) -> dict[str, float]:
     diff = [_without_key_bias(k, ours[k] - theirs[k]) for k in ours]
     ref = [_without_key_bias(k, theirs[k]) for k in ours]
     return {
-        "param_max_abs": float(max(np.abs(d).max() for d in diff)),
+        "param_max_abs": float(max(np.abs(d).max(initial=0.0) for d in diff)),
         "param_rel_norm": float(
             np.sqrt(sum(np.sum(d**2) for d in diff)) / np.sqrt(sum(np.sum(r**2) for r in ref))
         ),
