@@ -179,6 +179,28 @@ def test_start_token_of_each_tokenizer(gpt):
     assert scoring.start_id(tokenizers.CharTokenizer("\n abc")) == 0
     with pytest.raises(errors.InputError, match=r'no a newline "\\n"'):
         scoring.start_id(tokenizers.CharTokenizer(" abc"))
+    wordpiece = tokenizers.WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"])
+    assert scoring.start_id(wordpiece) == 2  # [CLS]
+
+
+def test_a_gpt_on_bert_s_wordpiece_tokens_trains_and_is_scored_after_cls(tmp_path):
+    """The causal task reads a WordPiece vocab.txt (the tokens a BERT run on the same text
+    sees); its workdir keeps that vocabulary and BLiMP scores its sentences after [CLS]."""
+    from lmjax.train import loop
+    from tests.conftest import override, tiny_config
+
+    config = override(
+        tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2, eval_steps=1),
+        **{"data.tokenizer": "wikitext2_vocab_8k"},
+    )
+    workdir = str(tmp_path / "gpt_wordpiece")
+    loop.train_and_evaluate(config, workdir)
+    summary = blimp.evaluate(workdir, limit=2)
+    tokenizer = tokenizers.load_tokenizer(workdir)
+    assert isinstance(tokenizer, tokenizers.WordPieceTokenizer)
+    assert tokenizer.vocab_size == 8000
+    assert summary["num_pairs"] == 2 * 67
+    assert 0.0 <= summary["overall"] <= 1.0
 
 
 #### Masked LM: pseudo-log-likelihood against plain torch

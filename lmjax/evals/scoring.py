@@ -64,8 +64,11 @@ def bucket_length(length: int, max_len: int) -> int:
 
 def start_id(tokenizer: tokenizers.Tokenizer) -> int:
     """The token a causal LM's sentence is scored after: "\\n" for a character vocabulary (a
-    line starts after one; sample.py's default prompt), else the end-of-text token (GPT-2's
-    <|endoftext|>, which separates its training documents)."""
+    line starts after one; sample.py's default prompt), [CLS] for a WordPiece vocabulary (the
+    start symbol of the n-gram baselines on the same tokens), else the end-of-text token
+    (GPT-2's <|endoftext|>, which separates its training documents)."""
+    if isinstance(tokenizer, tokenizers.WordPieceTokenizer):  # a causal LM on BERT's tokens
+        return int(tokenizer.cls_id)
     if isinstance(tokenizer, tokenizers.CharTokenizer):
         chars = tokenizer.chars
         found, what = chars.index("\n") if "\n" in chars else None, 'a newline "\\n"'

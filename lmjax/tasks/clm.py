@@ -39,8 +39,10 @@ def make_tokenizer(
     config: ml_collections.ConfigDict, text: str, workdir: str | None = None
 ) -> tokenizers.Tokenizer:
     """`data.tokenizer`: "char" (one id per character), "bpe" (byte-level BPE of
-    `data.vocab_size` trained on the text, GPT-2's kind) or a Hugging Face tokenizer.json path
-    (e.g. GPT-2's own). A workdir that has a tokenizer (resume) keeps it."""
+    `data.vocab_size` trained on the text, GPT-2's kind), a BERT WordPiece vocab.txt (a `.txt`
+    file or embedded name, lowercased: the same tokens as a BERT run on the same text) or a
+    Hugging Face tokenizer.json path (e.g. GPT-2's own). A workdir that has a tokenizer (resume)
+    keeps it."""
     saved = workdir_lib.saved_tokenizer(workdir)
     if saved is not None:
         return saved
@@ -50,7 +52,10 @@ def make_tokenizer(
     if kind == "bpe":
         sample = text[: config.data.tokenizer_train_chars or len(text)]
         return tokenizers.HFTokenizer.train_byte_level_bpe(sample, config.data.vocab_size)
-    return tokenizers.HFTokenizer.from_file(corpora.resolve(kind))
+    path = corpora.resolve(kind)
+    if path.endswith(".txt"):
+        return tokenizers.WordPieceTokenizer.from_vocab_file(path, lowercase=True)
+    return tokenizers.HFTokenizer.from_file(path)
 
 
 def encode_in_chunks(
