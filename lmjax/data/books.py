@@ -22,7 +22,7 @@ import hashlib
 import html
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from lmjax.data import text as text_lib
 from lmjax.errors import InputError, MissingInput
@@ -362,16 +362,13 @@ def books_text(path: str, split: str | None = None, max_words: int = 0) -> str:
     LM's corpus). `max_words` > 0 keeps the text of `first_words` only: the same sentences a
     masked LM reads, the last paragraph cut after its last kept sentence."""
     chosen = _resolve(path, split)
-    kept = dict(first_words([f for f, _ in chosen], max_words)) if max_words else None
-    texts = []
-    for file, book in chosen:
-        if kept is not None and file not in kept:
-            continue
-        paragraphs = book_paragraphs(strip_gutenberg(_read(file, book), file))
-        if kept is not None:
-            paragraphs = _first_sentences(paragraphs, kept[file])
-        texts.append("\n".join(paragraphs))
-    return "\n\n".join(texts)
+    if max_words:
+        kept = _leading_sentences(chosen, max_words)
+        books = ((paragraphs, len(sentences)) for _, paragraphs, sentences in kept)
+        texts = [_first_sentences(paragraphs, count) for paragraphs, count in books]
+    else:
+        texts = [book_paragraphs(strip_gutenberg(_read(f, book), f)) for f, book in chosen]
+    return "\n\n".join("\n".join(paragraphs) for paragraphs in texts)
 
 
 def first_words(files: Sequence[str], max_words: int) -> list[tuple[str, int]]:
@@ -379,11 +376,26 @@ def first_words(files: Sequence[str], max_words: int) -> list[tuple[str, int]]:
     (`read_book`), in order, make at most `max_words` words (whitespace-separated, after
     `strip_gutenberg` and `book_paragraphs`): the book where the budget runs out is cut after
     its last whole sentence that fits. The same files and budget always give the same cut."""
+    return [(file, len(sentences)) for file, sentences in first_words_sentences(files, max_words)]
+
+
+def first_words_sentences(files: Sequence[str], max_words: int) -> list[tuple[str, list[str]]]:
+    """(file, the sentences `first_words` keeps of it), each book read once."""
+    kept = _leading_sentences(((f, None) for f in files), max_words)
+    return [(file, sentences) for file, _, sentences in kept]
+
+
+def _leading_sentences(
+    books: Iterable[tuple[str, Book | None]], max_words: int
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(file, paragraphs, kept sentences) of the leading (file, manifest entry) `books` within
+    `max_words` words, each book read once: the cut of `first_words`."""
     if max_words < 1:
         raise InputError(f"data.max_words={max_words} must be >= 1 to cut the books")
-    kept, total = [], 0
-    for file in files:
-        sentences = read_book(file)
+    total = 0
+    for file, book in books:
+        paragraphs = book_paragraphs(strip_gutenberg(_read(file, book), file))
+        sentences = [s for paragraph in paragraphs for s in text_lib.split_sentences(paragraph)]
         n = 0
         for sentence in sentences:
             words = len(sentence.split())
@@ -391,10 +403,9 @@ def first_words(files: Sequence[str], max_words: int) -> list[tuple[str, int]]:
                 break
             total, n = total + words, n + 1
         if n:
-            kept.append((file, n))
+            yield file, paragraphs, sentences[:n]
         if n < len(sentences):
-            break
-    return kept
+            return
 
 
 def read_first_sentences(source: tuple[str, int]) -> list[str]:

@@ -230,10 +230,10 @@ def tokenizer() -> tokenizers.WordPieceTokenizer:
 
 def corpus_sentences(path: str, max_words: int) -> tuple[list[str], list[tuple[str, int]]]:
     """(sentences, `books.first_words` cut) of the first `max_words` words of the `train` books
-    of `path` (manifest order), each book md5-checked."""
+    of `path` (manifest order)."""
     train_files, _ = books.train_and_eval_books(path, num_eval=1)
-    cut = books.first_words(train_files, max_words)
-    return [s for source in cut for s in books.read_first_sentences(source)], cut
+    kept = books.first_words_sentences(train_files, max_words)
+    return [s for _, sentences in kept for s in sentences], [(f, len(s)) for f, s in kept]
 
 
 def evaluate(
