@@ -37,6 +37,7 @@ def get_config(arg=None):
     config = _wikitext_config()  # the same architecture, optimizer and masking
     config.data.paths = ()
     config.data.path = ""  # a folder of books, a glob, or a manifest.tsv (set on the command line)
+    config.data.max_words = 0  # only the first N words of the `train` books (0: all of them)
     config.data.num_eval_documents = 6  # held out when the books have no manifest
     config.data.group_size = 16  # books read and paired together (random-next B from the same)
     config.data.shuffle_window = 20_000  # instances shuffled together, ~1.5 groups

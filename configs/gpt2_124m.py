@@ -36,7 +36,7 @@ def get_config(arg=None):
     config.data.tfds_data_dir = ""  # "" = ~/tensorflow_datasets
     config.data.path = ""  # a local text file or embedded corpus, when tfds_name is ""
     config.data.train_fraction = 0.995  # the last 0.5% of the tokens is held out
-    config.data.tokenizer = "bpe"  # char, bpe (trained here), or a tokenizer.json path
+    config.data.tokenizer = "bpe"  # char, bpe (trained here), WordPiece vocab.txt, tokenizer.json
     config.data.vocab_size = 50257  # GPT-2's, for the trained BPE
     config.data.tokenizer_train_chars = 200_000_000  # BPE trained on the first 200M characters
 

@@ -23,6 +23,11 @@ def get_config(arg=None):
     config.data = ml_collections.ConfigDict()
     config.data.path = "tinyshakespeare"  # embedded corpus name or a local text file
     config.data.train_fraction = 0.9  # first 90% of the text trains, the rest is held out
+    # With a books data.path: train on the first N words of the `train` books (0: all, split by
+    # train_fraction); the `valid` books are held out.
+    config.data.max_words = 0
+    # char (one id per character), bpe, a WordPiece vocab.txt (BERT's tokens) or a tokenizer.json
+    config.data.tokenizer = "char"
 
     config.batch_size = 12  # global batch, split over the data-parallel devices
     config.seq_len = 64  # context length (nanoGPT's block_size)
