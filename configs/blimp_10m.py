@@ -1,0 +1,68 @@
+"""The three arms of docs/experiments/blimp_10m.md: 10M words of books, one model size, BLiMP.
+
+  python experiments/train.py --config=configs/blimp_10m.py:gpt --config.seed=0 \
+      --workdir=/tmp/lmjax/blimp10m/gpt_0
+  python experiments/blimp.py --workdir=/tmp/lmjax/blimp10m/gpt_0
+
+Presets: `gpt` (causal LM), `bert` (MLM + NSP), `bert_mlm` (MLM only), each with `_test` after
+it for a few steps on the four-book fixture (CI). Every arm reads the first 10,000,000 words of
+the `train` books (`data.max_words`), tokenizes them with the books' 16k WordPiece vocabulary,
+and trains 2 layers of width 128 at T128, batch 32, in float32; the `valid` books are held out.
+The step counts spend the same wall-clock budget in every arm, about 30 minutes on one core of
+the 2-core CPU (each run pinned with `taskset -c N`, two at a time), from a timed pass before
+the runs (docs/experiments/blimp_10m.md): 200 ms a GPT step, 405-413 ms a BERT step. A
+checkpoint every 10% of the run is kept for the BLiMP curve.
+"""
+
+import importlib.util
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BOOKS = os.path.join(HERE, "..", "..", "shared", "data", "gutenberg", "books")
+FIXTURE = os.path.join(HERE, "..", "tests", "data", "books")
+MAX_WORDS = 10_000_000
+# Steps for the same wall clock per arm (the timed pass is in the doc).
+STEPS = {"gpt": 9000, "bert": 4400, "bert_mlm": 4400}
+
+
+def _load(name):
+    """A sibling config file's get_config (configs are files, loaded by path, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config
+
+
+def get_config(arg="gpt"):
+    arm = (arg or "gpt").removesuffix("_test")
+    test = arm != (arg or "gpt")
+    if arm not in STEPS:
+        raise ValueError(f"unknown preset {arg!r}; known: gpt, bert, bert_mlm (+ _test)")
+    preset = "test" if test else None
+    if arm == "gpt":
+        config = _load("gpt_shakespeare_char")(preset)  # nanoGPT's recipe: pre-LN, AdamW 0.9/0.99
+        config.data.tokenizer = "gutenberg_vocab_16k"
+        config.model.num_layers = 2
+        config.model.num_heads = 2
+        config.model.emb_dim = 128
+        config.model.mlp_dim = 512
+    else:
+        config = _load("bert_books")(preset)  # the books BERT (2 layers of width 128), its recipe
+        config.use_nsp = arm == "bert"
+    if test:  # the four-book fixture, a few steps (CI)
+        config.data.path = FIXTURE
+        config.data.max_words = 20_000
+        config.checkpoint_max_to_keep = 3
+        return config
+    config.data.path = BOOKS
+    config.data.max_words = MAX_WORDS
+    config.batch_size = 32
+    config.seq_len = 128
+    config.num_train_steps = STEPS[arm]
+    config.warmup_steps = STEPS[arm] // 20
+    config.log_every_steps = 100
+    config.eval_every_steps = STEPS[arm] // 10
+    config.eval_steps = 50  # a fixed sample of the held-out books, 1,600 sequences
+    config.checkpoint_every_steps = STEPS[arm] // 10
+    config.checkpoint_max_to_keep = 11  # every 10% of the run, for the BLiMP curve
+    return config
