@@ -25,12 +25,17 @@ import ml_collections
 
 from lmjax import config_files, flops, host_malloc
 from lmjax.data import pipeline
+from lmjax.tasks import clm
 from lmjax.train import build
 
 
 def fake_vocab_size(config: ml_collections.ConfigDict) -> int:
-    """The vocabulary of random batches: the config's (GPT-2's 50257, BERT's 30522); a
-    character-level config has none: tiny Shakespeare's 65 characters."""
+    """The vocabulary of random batches: that of a causal config's tokenizer file (a WordPiece
+    vocab.txt or a tokenizer.json as `data.tokenizer`), else the config's `data.vocab_size`
+    (GPT-2's 50257, BERT's 30522); a character-level config has none: tiny Shakespeare's 65
+    characters."""
+    if config.data.get("tokenizer", "char") not in ("char", "bpe"):
+        return clm.make_tokenizer(config, "").vocab_size
     return config.data.get("vocab_size", 65)
 
 
