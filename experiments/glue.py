@@ -54,6 +54,22 @@ _LAUNCHER = sweep.define_launcher_flags()
 flags.mark_flags_as_required(["init_from", "workdir"])
 
 
+def _all(kind):
+    """A validator: every entry of a list flag parses as `kind`."""
+
+    def check(values):
+        try:
+            return all(kind(v) is not None for v in values or [])
+        except ValueError:
+            return False
+
+    return check
+
+
+flags.register_validator("learning_rates", _all(float), "give numbers, e.g. 1e-4,3e-4")
+flags.register_validator("seeds", _all(int), "give whole numbers, e.g. 0,1,2")
+
+
 def main(argv):
     del argv
     train_command = sweep.train_command(TRAIN)

@@ -12,7 +12,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from lmjax import cli
-from lmjax.train import distributed, loop, metrics
+from lmjax.train import distributed, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.")
@@ -35,7 +35,6 @@ flags.register_validator("workdir", bool, "--workdir must name a directory, not 
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    metrics.quiet_library_logs(tracebacks=cli.verbose())
     distributed.initialize(
         _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
     )

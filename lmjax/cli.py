@@ -7,6 +7,7 @@ A command line that does not parse (an unknown flag or config key, a config file
 load, a value of the wrong type, a missing required flag) and an `errors.InputError` raised by
 `main` print `lmjax: error: MESSAGE` on stderr, one line, and exit with status 2; an
 `errors.RunStopped` (the run diverged, the disk is full) prints the same and exits with status 1.
+Ctrl-C prints `lmjax: interrupted: ...` (how to resume, when the run saved) and exits with 130.
 Any other exception is a bug and keeps its traceback. `--verbose` adds the traceback to every
 error.
 """
@@ -17,17 +18,21 @@ import difflib
 import functools
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from lmjax import errors, host_malloc
+from lmjax.train import metrics
 
 PROG = "lmjax"
 EXIT_INPUT = 2  # bad input: nothing was run
 EXIT_STOPPED = 1  # the run stopped (errors.RunStopped)
+EXIT_INTERRUPTED = errors.Interrupted.EXIT_STATUS  # Ctrl-C
 
 _VERBOSE = flags.DEFINE_boolean("verbose", False, "On an error, print its full traceback too.")
 
@@ -64,6 +69,7 @@ def verbose() -> bool:
 
 
 def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
+    metrics.quiet_library_logs(tracebacks=_VERBOSE.value)  # Orbax logs every file it writes
     if not _VERBOSE.value:  # e.g. TensorStore's callbacks after a failed save: "Event loop is
         sys.unraisablehook = lambda unraisable: None  # closed", 5 lines each, 20 times
     try:
@@ -72,15 +78,34 @@ def _call(main: Callable[[list[str]], Any], argv: list[str]) -> Any:
         fail(_message(e), EXIT_INPUT, verbose=_verbose(argv))
     except errors.RunStopped as e:
         fail(_message(e), EXIT_STOPPED, verbose=_verbose(argv))
+    except errors.Interrupted as e:
+        fail(_message(e), EXIT_INTERRUPTED, verbose=_verbose(argv), kind="interrupted")
+    except KeyboardInterrupt:  # Ctrl-C outside a train loop, or a second one inside it
+        fail("stopped by Ctrl-C", EXIT_INTERRUPTED, verbose=_verbose(argv), kind="interrupted")
 
 
-def fail(message: str, status: int, verbose: bool = False) -> NoReturn:
-    """Prints `lmjax: error: MESSAGE` (one line; the traceback before it when `verbose`) on
+def fail(message: str, status: int, verbose: bool = False, kind: str = "error") -> NoReturn:
+    """Prints `lmjax: KIND: MESSAGE` (one line; the traceback before it when `verbose`) on
     stderr and exits with `status`."""
     if verbose:
         traceback.print_exc()
     sys.stdout.flush()
-    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: {kind}: {one_line(message)}", file=sys.stderr, flush=True)
+    _exit(status)
+
+
+def _exit(status: int, grace_s: float = 10.0) -> NoReturn:
+    """sys.exit(status), with a watchdog: when the interpreter's shutdown still waits after
+    `grace_s` on threads a library left running (Orbax's save threads wait minutes for a step
+    folder that a failed save never made), the process ends without them: the run has already
+    stopped and said why."""
+
+    def watchdog():
+        time.sleep(grace_s)
+        logging.flush()
+        os._exit(status)
+
+    threading.Thread(target=watchdog, name="lmjax-exit-watchdog", daemon=True).start()
     sys.exit(status)
 
 

@@ -19,7 +19,7 @@ from absl import logging
 
 from lmjax import errors
 from lmjax.data import books
-from lmjax.models.transformer import ACTIVATIONS, ATTENTION_IMPLS, DTYPES
+from lmjax.models.transformer import ACTIVATIONS, ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 
 # The shortest sequence each task can lay out: BERT pretraining needs [CLS] A [SEP] B [SEP] with
 # A and B at least one token each; a classifier [CLS] A [SEP].
@@ -66,6 +66,12 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("model.dtype", lambda v: v in DTYPES, f"one of {sorted(DTYPES)}", "the compute dtype"),
     ("model.activation", lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}", "the MLP's"),
     ("model.attention_impl", lambda v: v in ATTENTION_IMPLS, "auto, xla or cudnn", "attention"),
+    (
+        "model.remat_policy",
+        lambda v: v in REMAT_POLICIES,
+        f"one of {', '.join(REMAT_POLICIES)}",
+        "what remat keeps for the backward pass",
+    ),
     ("optimizer.b1", _PROBABILITY, "in [0, 1)", "Adam's first-moment decay"),
     ("optimizer.b2", _PROBABILITY, "in [0, 1)", "Adam's second-moment decay"),
     ("optimizer.eps", _real(lambda v: v > 0), "a finite number > 0", "Adam's epsilon"),

@@ -29,3 +29,10 @@ class Diverged(RunStopped, FloatingPointError):
 class SaveFailed(RunStopped, OSError):
     """A checkpoint or the metrics could not be written (no space left, no permission): the run
     stops at once."""
+
+
+class Interrupted(Exception):
+    """The user stopped the run (Ctrl-C) and what it had done is saved: one line saying how to
+    resume (exit status 130 at the command line, as for any process stopped by SIGINT)."""
+
+    EXIT_STATUS = 130  # 128 + SIGINT, as a shell reports it

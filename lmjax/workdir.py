@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -60,11 +61,18 @@ def exists(workdir: PathLike) -> bool:
 
 
 def read_json(file: PathLike) -> dict | None:
-    """The JSON object in `file`, or None when there is no such file."""
+    """The JSON object in `file`, or None when there is no such file; InputError naming it when
+    it does not parse."""
     file = epath.Path(file)
     if not file.exists():
         return None
-    return json.loads(file.read_text())
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "not text"
+        raise errors.InputError(
+            f"{file} is damaged ({where}): restore it from a copy, or move it away"
+        ) from None
 
 
 def write_json(file: PathLike, obj: Any) -> None:
@@ -202,6 +210,60 @@ def is_finished(workdir: PathLike, num_train_steps: int | None = None) -> bool:
     return last is not None and last >= num_train_steps
 
 
+#### Before a run writes: the workdir is a directory it can write
+
+# The files a run (re)writes at the top of its workdir, besides new ones.
+REWRITTEN = (CONFIG, METRICS, LOCK, tokenizers.TOKENIZER_FILE, tokenizers.VOCAB_FILE,
+             tokenizers.HF_TOKENIZER_FILE)  # fmt: skip
+
+
+def check_writable(workdir: PathLike) -> None:
+    """InputError unless a run can write WORKDIR: it is a directory or can be made one, a file
+    can be made in it and in its `checkpoints/`, and the files a run rewrites there can be
+    written. Probes with a temporary file, removed at once (local paths; a bucket is not
+    probed). Cheap: a run calls it before it prepares any data."""
+    if "://" in str(workdir):
+        return
+    target = os.path.abspath(workdir)
+    existing = target
+    while not os.path.exists(existing):  # the folder a new workdir will be made in
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = "--workdir " if existing == target else "a parent of --workdir, "
+        raise errors.InputError(
+            f"{what}{existing}, is a file, not a folder: give a --workdir that is a folder or "
+            "does not exist yet"
+        )
+    folders = [existing] + [d for d in [os.path.join(target, CHECKPOINTS)] if os.path.isdir(d)]
+    for folder in folders:
+        try:
+            probe_folder(folder)
+        except OSError as e:
+            raise _not_writable(folder, e) from None
+    for name in REWRITTEN:
+        file = os.path.join(target, name)
+        if os.path.isfile(file):
+            try:
+                open(file, "a").close()  # appends nothing: the file is unchanged
+            except OSError as e:
+                raise _not_writable(file, e) from None
+
+
+def probe_folder(folder: PathLike) -> None:
+    """Makes and removes a file in the local `folder`: OSError when a file cannot be made there
+    (no permission, an immutable or read-only folder)."""
+    fd, probe = tempfile.mkstemp(prefix=".lmjax_write_check_", dir=folder)
+    os.close(fd)
+    os.remove(probe)
+
+
+def _not_writable(where: str, e: OSError) -> errors.InputError:
+    return errors.InputError(
+        f"cannot write {where} ({e.strerror}): make it writable (chmod u+w, or chattr -i when "
+        "it is immutable), or give another --workdir"
+    )
+
+
 #### One run per workdir
 
 # A holder on another host proves it is alive by rewriting the lock file every HEARTBEAT seconds;
@@ -249,8 +311,8 @@ def _describe(holder: dict) -> str:
 def _read_lock(workdir: PathLike) -> dict | None:
     try:
         return read_json(path(workdir) / LOCK)
-    except (json.JSONDecodeError, OSError):
-        return {}  # half-written by a process killed mid-write: stale unless its pid lives
+    except (errors.InputError, OSError):
+        return {}  # half-written by a process killed mid-write, or not lmjax's: no holder
 
 
 def check_unlocked(workdir: PathLike) -> None:
@@ -275,9 +337,11 @@ def lock(workdir: PathLike) -> Iterator[None]:
     me = _me()
     if not _create_exclusive(file, me):
         check_unlocked(workdir)
-        logging.warning(
-            "taking over the stale lock of %s in %s", _describe(_read_lock(workdir)), workdir
-        )
+        holder = _read_lock(workdir) or {}
+        if holder.get("pid") is None:
+            logging.warning("replacing %s: not a lock an lmjax run wrote, or cut short", file)
+        else:
+            logging.warning("taking over the stale lock of %s in %s", _describe(holder), workdir)
         write_json(file, me)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(file, me, stop), daemon=True)

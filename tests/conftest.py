@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configs, temp workdirs, strict numerics, subprocess runners."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -115,3 +116,24 @@ def script_env(devices=1):
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@contextlib.contextmanager
+def unwritable(path):
+    """`path` (a file or a folder) cannot be written while inside: its write bits cleared, or,
+    for root (whom modes do not stop), the immutable attribute set; the test is skipped where
+    neither can be done."""
+    if os.geteuid() != 0:
+        mode = os.stat(path).st_mode
+        os.chmod(path, mode & ~0o222)
+        try:
+            yield
+        finally:
+            os.chmod(path, mode)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip(f"cannot make {path} unwritable here (root, and chattr +i failed)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -12,8 +12,8 @@ from configs import bert_tiny_wikitext, gpt_shakespeare_char, sst2_finetune
 from lmjax import config_checks, errors, sampling, tasks
 from lmjax import workdir as workdir_lib
 from lmjax.data import corpora, tokenizers
-from lmjax.train import build, inference, loop
-from tests.conftest import CONFIGS, override, run_script, tiny_config
+from lmjax.train import build, inference, loop, predict
+from tests.conftest import CONFIGS, override, run_script, tiny_config, unwritable
 
 
 def _raises(config, workdir, match, error=errors.InputError):
@@ -176,6 +176,75 @@ def test_init_from_without_a_checkpoint_is_left_as_it_was(tmp_path, workdir):
     assert os.listdir(empty) == [workdir_lib.CONFIG]
 
 
+# ---- The environment: a workdir the run cannot use, damaged files, outputs ----
+
+_UNWRITABLE = r"\((Permission denied|Operation not permitted)\): make it writable"
+
+
+def test_a_workdir_that_is_a_file(tmp_path):
+    file = tmp_path / "run"
+    file.write_text("notes")
+    fix = "give a --workdir that is a folder or does not exist yet"
+    _raises(tiny_config(), str(file), f"^--workdir {file}, is a file, not a folder: {fix}$")
+    inside = file / "run"
+    _raises(tiny_config(), str(inside), f"^a parent of --workdir, {file}, is a file, not a folder")
+
+
+def test_a_workdir_in_a_folder_that_cannot_be_written(tmp_path):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    with unwritable(parent):
+        _raises(tiny_config(), str(parent / "run"), f"^cannot write {parent} {_UNWRITABLE}")
+    assert os.listdir(parent) == []
+
+
+def test_a_damaged_config_json_is_one_line(tmp_path):
+    workdir = _fake_workdir(tmp_path / "run", gpt_shakespeare_char.get_config())
+    config_json = os.path.join(workdir, workdir_lib.CONFIG)
+    with open(config_json, "w") as f:
+        f.write('{"task": "clm",')
+    damaged = rf"^{config_json} is damaged \(Expecting property name enclosed in double quotes"
+    with pytest.raises(errors.InputError, match=damaged + ".*: restore it from a copy, or move it"):
+        loop.train_and_evaluate(tiny_config(), workdir)
+    with pytest.raises(errors.InputError, match=damaged):
+        inference.load_model(workdir, task="clm")
+
+
+def test_an_unknown_remat_policy(workdir):
+    config = tiny_config(**{"model.remat": True, "model.remat_policy": "save_only_these_names"})
+    _raises(config, workdir, "^config.model.remat_policy='save_only_these_names' must be one of "
+            "nothing_saveable, everything_saveable, dots_saveable, ")  # fmt: skip
+
+
+def test_predictions_check_their_output_before_anything_is_computed(tmp_path):
+    for output, match in [
+        (tmp_path, f"^--output={tmp_path} is a folder: give a file name, e.g. {tmp_path}/"),
+        (tmp_path / "no" / "p.tsv", f"^--output={tmp_path}/no/p.tsv: the folder {tmp_path}/no "
+         rf"does not exist: make it \(mkdir -p {tmp_path}/no\)"),
+    ]:  # fmt: skip
+        with pytest.raises(errors.InputError, match=match):  # before the workdir is read
+            predict.write_predictions("/no/such/run", "glue_rte_dev", str(output))
+
+
+def test_a_folder_of_plain_text_names_the_way_to_train_on_it(tmp_path, workdir):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Some plain text. " * 100)
+    match = r"is read as Project Gutenberg books; .* for plain text, give one file \(e.g. cat "
+    _raises(tiny_config(**{"data.path": str(folder)}), workdir, match + r"FOLDER/\*.txt > corpus")
+
+
+def test_a_lock_file_lmjax_did_not_write_is_replaced_with_a_warning(tmp_path, caplog):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / workdir_lib.LOCK).write_text("garbage")
+    caplog.set_level(logging.WARNING)
+    with workdir_lib.lock(str(workdir)):
+        assert workdir_lib.read_json(workdir / workdir_lib.LOCK)["pid"] == os.getpid()
+    assert f"replacing {workdir}/lock: not a lock an lmjax run wrote, or cut short" in caplog.text
+    assert "None" not in caplog.text
+
+
 # ---- Memory: a step that cannot fit names batch_size and seq_len ----
 
 
@@ -269,3 +338,9 @@ def test_cli_verbose_adds_the_traceback(workdir):
 def test_cli_sample_options_fail_before_the_model_loads():
     proc = run_script("sample.py", "--workdir=/no/such/run", "--temperature=-1", check=False)
     _assert_cli_error(proc, "temperature=-1.0 must be finite and ≥ 0 (0: greedy)")
+
+
+def test_cli_list_flags_of_numbers_name_the_flag():
+    proc = run_script("glue.py", "--init_from=", "--workdir=/tmp/unused", "--learning_rates=abc",
+                      check=False)  # fmt: skip
+    _assert_cli_error(proc, "flag --learning_rates=['abc']: give numbers, e.g. 1e-4,3e-4")

@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -23,7 +24,7 @@ from lmjax import errors
 from lmjax import workdir as workdir_lib
 from lmjax.data import tokenizers
 from lmjax.train import build, checkpoint, loop, metrics, step
-from tests.conftest import CONFIGS, REPO, script_env, tiny_config
+from tests.conftest import CONFIGS, REPO, script_env, tiny_config, unwritable
 from tests.test_train import _train_losses
 
 # A failed read or write leaves TensorStore callbacks that find Orbax's event loop closed.
@@ -153,6 +154,67 @@ def test_when_no_checkpoint_restores_the_error_lists_them_and_moves_nothing(refe
     assert not os.path.exists(os.path.join(workdir, checkpoint.SET_ASIDE))
 
 
+def test_a_checkpoint_in_another_steps_folder_is_set_aside(reference, tmp_path, caplog):
+    """A valid step-4 checkpoint copied to `checkpoints/999`: it was resumed as step 999 and,
+    listed as newest for ever after, loaded by sample.py in place of the run's last weights."""
+    from lmjax.train import inference
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference, workdir)
+    checkpoints = workdir_lib.checkpoint_dir(workdir)
+    shutil.copytree(f"{checkpoints}/4", f"{checkpoints}/999")
+    _, params, _ = inference.load_model(workdir, task="clm")  # reads, moves nothing
+    wrong = f"checkpoint {checkpoints}/999 is damaged (it holds the state after step 4, not 999"
+    assert wrong in caplog.text and os.path.isdir(f"{checkpoints}/999")
+    want = checkpoint.load_pretrained_params(workdir, params, step=6)[0]
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params, want))
+    loop.train_and_evaluate(_every_other_step(num_train_steps=8), workdir)
+    assert f"resumed from {checkpoints}/6" in caplog.text
+    assert os.path.isdir(os.path.join(workdir, checkpoint.SET_ASIDE, "999"))
+    assert _saved_steps(workdir) == [4, 6, 8]
+
+
+def test_sampling_walks_back_past_a_damaged_newest_checkpoint(reference, tmp_path, caplog):
+    from lmjax.train import inference
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference, workdir)
+    os.remove(f"{workdir}/checkpoints/6/state/manifest.ocdbt")
+    _, params, _ = inference.load_model(workdir, task="clm")
+    assert f"checkpoint {workdir}/checkpoints/6 is damaged (" in caplog.text
+    want = checkpoint.load_pretrained_params(workdir, params, step=4)[0]
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), params, want))
+    assert _saved_steps(workdir) == [2, 4, 6]  # nothing moved by a reader
+    with pytest.raises(errors.InputError, match=f"checkpoint {workdir}/checkpoints/6 does not "
+                       "read back: "):  # fmt: skip
+        inference.load_model(workdir, step=6, task="clm")
+
+
+# ---- A workdir the run cannot write: one line before anything runs, no Orbax timeout ----
+
+
+@pytest.mark.parametrize("part", ["checkpoints", "metrics.jsonl", "config.json"])
+def test_a_part_of_the_workdir_that_cannot_be_written_stops_the_resume_at_once(
+    part, reference, tmp_path
+):
+    """An unwritable `checkpoints/` made Orbax wait ~300 s for a step folder it could not make;
+    an unwritable metrics.jsonl was a PermissionError traceback that left metrics.jsonl.tmp."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference, workdir)
+    target = os.path.join(workdir, part)
+    start = time.monotonic()
+    with unwritable(target), pytest.raises(errors.InputError) as err:
+        loop.train_and_evaluate(_every_other_step(num_train_steps=8), workdir)
+    assert time.monotonic() - start < 60
+    assert re.fullmatch(
+        f"cannot write {target} \\((Permission denied|Operation not permitted)\\): make it "
+        "writable \\(chmod u\\+w, or chattr -i when it is immutable\\), or give another --workdir",
+        str(err.value),
+    ), str(err.value)
+    assert sorted(os.listdir(workdir)) == sorted(os.listdir(reference))
+    assert _saved_steps(workdir) == [2, 4, 6]
+
+
 # ---- Reading init_from, and failed starts, write nothing ----
 
 
@@ -184,6 +246,7 @@ def test_sampling_refuses_a_checkpoint_of_non_finite_parameters(reference, tmp_p
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _restore_state(manager))
     state, data_state = checkpoint.restore(manager, 6, abstract)
     state["params"] = jax.tree.map(lambda x: x * jnp.nan, state["params"])
+    state["step"] = state["step"] + 2  # saved as step 8, as a run would
     checkpoint.save(manager, 8, state, data_state, force=True)
     manager.wait_until_finished()
     with pytest.raises(errors.InputError, match="holds parameters that are not finite"):
@@ -414,3 +477,56 @@ def test_a_failed_write_stops_the_run_with_one_line_and_the_last_checkpoint_resu
     assert f"the last good checkpoint is step 20 in {workdir}/checkpoints" in line, line
     _finish(workdir, _start(workdir))
     assert _train_losses(workdir) == _train_losses(straight)
+
+
+def test_ctrl_c_saves_and_the_rerun_equals_an_uninterrupted_run(tmp_path, straight):
+    """Ctrl-C was a KeyboardInterrupt traceback (exit 130) that lost the steps since the last
+    checkpoint (every 5 here, 500 by default)."""
+    workdir = str(tmp_path / "run")
+    proc = _start(workdir)
+    _wait_for_step(workdir, 7, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    stopped = _stderr(workdir).strip().splitlines()[-1]
+    assert "Traceback" not in _stderr(workdir)
+    match = re.fullmatch(
+        r"lmjax: interrupted: stopped by Ctrl-C after step (\d+) \(checkpoint saved\): rerun "
+        "the same command to resume",
+        stopped,
+    )
+    assert match, stopped
+    at = int(match[1])
+    assert at >= 7 and _saved_steps(workdir)[-1] == at  # saved where it stopped
+    # A second Ctrl-C stops at once (Ctrl-C twice in a row): no traceback, and a rerun still
+    # ends as the uninterrupted run.
+    proc = _start(workdir)
+    _wait_for_step(workdir, at + 1, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert "Traceback" not in _stderr(workdir)
+    assert _stderr(workdir).strip().splitlines()[-1].startswith("lmjax: interrupted: stopped by")
+    _finish(workdir, _start(workdir))
+    assert _train_losses(workdir) == _train_losses(straight)
+
+
+def test_a_checkpoints_folder_that_becomes_unwritable_stops_the_run_in_seconds(tmp_path):
+    """Orbax's save threads waited ~300 s for a step folder they could not make, after the
+    run's one-line error, then printed a dozen 'coroutine ... was never awaited' lines."""
+    workdir = str(tmp_path / "run")
+    proc = _start(workdir, "--config.num_train_steps=100000")
+    deadline = time.time() + 120
+    while not os.path.isdir(f"{workdir}/checkpoints/5"):
+        assert time.time() < deadline and proc.poll() is None, _stderr(workdir)[-3000:]
+        time.sleep(0.01)
+    with unwritable(f"{workdir}/checkpoints"):
+        start = time.monotonic()
+        assert proc.wait(timeout=120) == 1
+        assert time.monotonic() - start < 30
+    line = _error_line(_stderr(workdir))
+    assert re.fullmatch(
+        r"lmjax: error: cannot save checkpoint (\d+): \S+/checkpoints: (Permission denied|Operation "
+        r"not permitted); make it writable; the last good checkpoint is step (\d+) in .*",
+        line,
+    ), line
+    assert "never awaited" not in _stderr(workdir)

@@ -194,7 +194,7 @@ def test_unlabelled_test_files(tmp_path):
         ],
     )
     assert glue.read_tsv(stsb, "stsb").sentences_b == ["A woman."]
-    _error(cola, "cola", 1, "test file", "labelled=False", labelled=True)
+    _error(cola, "cola", 1, "test file", "data.eval_path", labelled=True)
     bad = _write(tmp_path / "rte_test.tsv", ["index\tsentence1\tsentence2", "0\tOnly one."])
     _error(bad, "rte", 2, "2 tab-separated fields, rte lines have 3 in the test layout")
     # labelled=False on a labelled file: the sentences, no labels.

@@ -3,9 +3,11 @@ parameters are sharded as the rules say; checkpoints restore across meshes and p
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from lmjax import workdir as workdir_lib
-from lmjax.train import parallel
+from lmjax.train import loop, parallel
 from tests.conftest import REPO, script_env
 
 WORKER = os.path.join(REPO, "tests", "parallel_worker.py")
@@ -201,3 +203,41 @@ def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "resumed from" in proc.stderr
     np.testing.assert_allclose(_losses(resumed), want, rtol=0, atol=1e-4)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path):
+    """SIGTERM reaches the hosts of a job at different steps, or one host only: the processes
+    agree (every STOP_SYNC_EVERY steps) and stop together; they deadlocked before, one waiting
+    in a collective for the other."""
+    port = _free_port()
+    workdir = str(tmp_path / "run")
+    procs = [
+        subprocess.Popen(
+            _train_args(
+                workdir,
+                "--config.num_train_steps=100000",
+                "--config.eval_every_steps=100000",
+                "--config.checkpoint_every_steps=100000",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ),
+            env=script_env(devices=2),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.time() + 300
+    while not (os.path.exists(os.path.join(workdir, workdir_lib.METRICS))
+               and len(workdir_lib.read_metrics(workdir)) >= 3):  # fmt: skip
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # the process that does not write the metrics
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-3000:] + errs[1][-3000:]
+    steps = workdir_lib.checkpoint_steps(workdir)
+    assert len(steps) == 1 and steps[0] % loop.STOP_SYNC_EVERY == 0, steps
+    assert f"stopped by another process after step {steps[0]}" in errs[0]
+    assert f"stopped by SIGTERM after step {steps[0]}" in errs[1]

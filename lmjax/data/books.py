@@ -90,8 +90,10 @@ def strip_gutenberg(text: str, name: str) -> str:
     if start is None:
         raise InputError(
             f"{name} has no Project Gutenberg START marker ('*** START OF THE PROJECT GUTENBERG "
-            "EBOOK ...' or '*END*THE SMALL PRINT!'): give PG's plain-text file of the book, "
-            "or leave this file out of the corpus"
+            "EBOOK ...' or '*END*THE SMALL PRINT!'): a folder, glob or manifest.tsv as "
+            "data.path is read as Project Gutenberg books; give PG's plain-text file of the "
+            "book or leave this one out; for plain text, give one file (e.g. cat FOLDER/*.txt "
+            "> corpus.txt, then data.path=corpus.txt)"
         )
     end = _END.search(text, start.end())
     if end is None:

@@ -182,7 +182,8 @@ def _layout(fmt, task, path, first, labelled):
         if labelled:
             raise errors.InputError(
                 f"{path}: line 1: a {task} test file (header {_show(fmt.test_header)!r}) has no "
-                f"labels: read it with labelled=False, or give a train/dev file"
+                "labels to evaluate on: give a train or dev file (data.eval_path), or "
+                "label it with experiments/predict.py"
             )
         return False
     is_labelled = (

@@ -25,6 +25,16 @@ from lmjax.models import cpu_attention
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")  # TransformerConfig.attention_impl
+# TransformerConfig.remat_policy: the jax.checkpoint_policies that are policies themselves (the
+# others, save_only_these_names, offload_*, ..., make one from arguments a config cannot give).
+REMAT_POLICIES = (
+    "nothing_saveable",
+    "everything_saveable",
+    "dots_saveable",
+    "checkpoint_dots",
+    "dots_with_no_batch_dims_saveable",
+    "checkpoint_dots_with_no_batch_dims",
+)
 
 
 @jax.custom_vjp
@@ -110,11 +120,8 @@ class TransformerConfig:
             raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} unknown; known: {list(ACTIVATIONS)}")
-        if not hasattr(jax.checkpoint_policies, self.remat_policy):
-            raise ValueError(
-                f"remat_policy {self.remat_policy!r} is not in jax.checkpoint_policies (e.g. "
-                "nothing_saveable, dots_saveable, dots_with_no_batch_dims_saveable)"
-            )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy {self.remat_policy!r} unknown; known: {REMAT_POLICIES}")
 
     @classmethod
     def kwargs_from(cls, model_config: Mapping[str, Any]) -> dict[str, Any]:

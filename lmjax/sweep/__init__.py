@@ -104,5 +104,5 @@ def run(
     outputs = results.write_tables(workdir) + plots.plot_workdir(workdir)
     log("wrote " + ", ".join(outputs))
     if launcher.stopping:
-        raise SystemExit("sweep stopped by SIGTERM; rerun the same command to resume")
+        raise SystemExit("sweep stopped (SIGTERM or Ctrl-C); rerun the same command to resume")
     return queue.failed

@@ -598,5 +598,5 @@ def run(
     outputs = write_outputs(workdir, points, tasks, select_on, holdout if holdout_size else None)
     log("wrote " + ", ".join(outputs))
     if launcher.stopping:
-        raise SystemExit("stopped by SIGTERM; rerun the same command to resume")
+        raise SystemExit("stopped (SIGTERM or Ctrl-C); rerun the same command to resume")
     return queue.failed

@@ -4,8 +4,8 @@ Both run each point as its train command (`train_command + point.args`) in an at
 writes `point.json` (status, attempts) and appends the command's output to `train.log`, so a
 rerun skips finished points and resumes the others whichever launcher ran them:
 
-- `LocalLauncher`: subprocesses on this machine, `parallel` at a time; SIGTERM to the sweep is
-  passed on to them (train.py then saves a checkpoint and exits).
+- `LocalLauncher`: subprocesses on this machine, `parallel` at a time; SIGTERM or Ctrl-C to the
+  sweep is passed on to them (train.py then saves a checkpoint and exits).
 - `SubmititLauncher`: jobs through submitit, one job per point; the points that may start
   together go as one array (SLURM runs `array_parallelism` of them at a time). A job that times
   out or is preempted stops its run (a checkpoint) and is requeued; the run then resumes.
@@ -92,7 +92,8 @@ def run_attempt(
             finished = returncode == 0 and workdir_lib.is_finished(
                 point.run_dir, point.num_train_steps
             )
-            record["status"] = "done" if finished else ("failed" if returncode else "interrupted")
+            stopped = returncode in (None, 0, errors.Interrupted.EXIT_STATUS)  # saved, then stopped
+            record["status"] = "done" if finished else ("interrupted" if stopped else "failed")
             workdir_lib.write_point(point.run_dir, record)
     log(
         f"{record['status']} in {attempt['wall_time_s']:.0f} s (exit {returncode}): {point.label}"
@@ -171,16 +172,27 @@ class Queue:
 
 
 @contextlib.contextmanager
-def on_sigterm(handler: Callable[[], None]) -> Iterator[None]:
-    """Calls `handler` on SIGTERM while inside (only the main thread may set handlers)."""
+def on_stop_signal(handler: Callable[[], None]) -> Iterator[None]:
+    """Calls `handler` on SIGTERM or the first Ctrl-C while inside (a second Ctrl-C stops at
+    once); only the main thread may set handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: handler())
+    interrupted = []
+
+    def handle(signum, frame):
+        if signum == signal.SIGINT:
+            if interrupted:
+                raise KeyboardInterrupt
+            interrupted.append(True)
+        handler()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
 
 
 #### Launchers
@@ -213,7 +225,7 @@ class LocalLauncher:
     def launch(self, queue: Queue, train_command: list[str], log: Log) -> None:
         futures = {}
         with (
-            on_sigterm(self.stop),
+            on_stop_signal(self.stop),
             concurrent.futures.ThreadPoolExecutor(self.parallel) as pool,
         ):
             while True:
@@ -224,7 +236,7 @@ class LocalLauncher:
                         futures[future] = p
                 if not futures:
                     break
-                # Wait in short slices: Python runs the SIGTERM handler only when the main
+                # Wait in short slices: Python runs the signal handler only when the main
                 # thread executes.
                 done, _ = concurrent.futures.wait(
                     futures, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED
@@ -287,7 +299,7 @@ class SubmititLauncher:
         executor = self.executor()
         jobs = {}  # job -> point
         cancelled = False
-        with on_sigterm(self.stop):
+        with on_stop_signal(self.stop):
             while True:
                 if not self.stopping:
                     room = None if self.max_running is None else self.max_running - len(jobs)
@@ -311,7 +323,7 @@ class SubmititLauncher:
                     self._sleep()
 
     def _sleep(self) -> None:
-        """`poll_s` seconds, in slices: a SIGTERM is acted on within one."""
+        """`poll_s` seconds, in slices: a stop signal is acted on within one."""
         stopping, end = self.stopping, time.monotonic() + self.poll_s
         while time.monotonic() < end and self.stopping == stopping:
             time.sleep(min(0.5, self.poll_s))

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -72,9 +73,10 @@ def save(
     data_state: Any,
     force: bool = False,
 ) -> bool:
-    """Starts an async save (`finish` waits for it), once there is room for it on a local disk;
-    raises SaveFailed when there is not or the save cannot start."""
+    """Starts an async save (`finish` waits for it), once there is room for it on a local disk
+    and a folder can be made there; raises SaveFailed when not or when the save cannot start."""
     _check_free_space(manager, step, state)
+    _check_writable(manager, step)
     try:
         return manager.save(
             step,
@@ -137,6 +139,23 @@ def _check_free_space(manager, step, state) -> None:
             f"{manager.directory} has {free / 1e6:,.1f} MB free; {last_good(manager)} once "
             "there is room"
         )
+
+
+def _check_writable(manager, step) -> None:
+    """A step folder Orbax cannot make leaves its background threads waiting minutes for it
+    after the run has stopped: a folder that cannot be written is found here first."""
+    directory = manager.directory
+    if "://" in str(directory):
+        return
+    while not directory.exists():  # `checkpoints/` appears with the first save
+        directory = directory.parent
+    try:
+        workdir_lib.probe_folder(directory)
+    except OSError as e:
+        raise errors.SaveFailed(
+            f"cannot save checkpoint {step}: {directory}: {e.strerror}; make it writable; "
+            f"{last_good(manager)} once that is fixed"
+        ) from e
 
 
 def _save_failed(manager, e: BaseException) -> errors.SaveFailed:
@@ -222,7 +241,18 @@ def restore(
         raise Damaged(reason(e)) from e
     if not all_finite(restored["state"]):  # e.g. saved by an lmjax without the NaN guard
         raise Damaged("it holds values that are not finite (a diverged run saved it)")
+    _check_step(step, restored["state"]["step"])
     return restored["state"], restored["data"]
+
+
+def _check_step(folder_step: int, stored_step: Any) -> None:
+    """Damaged when the step stored in a checkpoint is not its folder's: a checkpoint copied or
+    renamed into another step's folder would resume as that step and be listed as newest."""
+    if int(stored_step) != folder_step:
+        raise Damaged(
+            f"it holds the state after step {int(stored_step)}, not {folder_step} (a checkpoint "
+            "copied or renamed into another step's folder)"
+        )
 
 
 def restore_newest(
@@ -277,10 +307,11 @@ def _flatten(tree):
 def load_pretrained_params(
     workdir: str, params: Any, step: int | None = None, skip: Sequence[str] = ()
 ) -> tuple[Any, list[str], list[str]]:
-    """`params` with every parameter that WORKDIR's checkpoint (the latest unless `step`) also has
-    replaced by the saved one (same path, same shape, same sharding as `params`); the rest keep
-    their init, as do those whose name starts with one of `skip` (e.g. "pooler/"). Only
-    parameters are read, never the optimizer state.
+    """`params` with every parameter that WORKDIR's checkpoint (the newest that reads back, past
+    damaged ones, unless `step`) also has replaced by the saved one (same path, same shape, same
+    sharding as `params`); the rest keep their init, as do those whose name starts with one of
+    `skip` (e.g. "pooler/"). Only parameters are read, never the optimizer state, and nothing
+    in WORKDIR is moved or written.
     Returns (params, names copied, names initialised)."""
     workdir_lib.check_trained(workdir, "init_from")
     manager = ocp.CheckpointManager(  # PyTree handler for a partial restore
@@ -289,8 +320,40 @@ def load_pretrained_params(
         options=ocp.CheckpointManagerOptions(create=False),
         item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
     )
-    step = manager.latest_step() if step is None else step
-    saved_meta = dict(_flatten(manager.item_metadata(step)["state"]["params"]))
+    try:
+        steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+        for i, at in enumerate(steps):
+            try:
+                saved = _read_params(manager, at, params, skip, workdir)
+                break
+            except Damaged as e:
+                if i == len(steps) - 1:
+                    newer = "" if step is not None or i == 0 else " (nor does any newer one)"
+                    raise errors.InputError(
+                        f"checkpoint {manager.directory}/{at} does not read back{newer}: {e}"
+                    ) from None
+                logging.warning(
+                    "checkpoint %s/%d is damaged (%s): reading the one before",
+                    manager.directory,
+                    at,
+                    e,
+                )
+    finally:
+        manager.close()
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat]
+    leaves = [saved.get(n, leaf) for n, (_, leaf) in zip(names, flat, strict=True)]
+    copied = [n for n in names if n in saved]
+    return jax.tree_util.tree_unflatten(treedef, leaves), copied, sorted(set(names) - set(copied))
+
+
+def _read_params(manager, step, params, skip, workdir) -> dict[str, Any]:
+    """{name: array} of the parameters of checkpoint `step` that `params` shares (not under
+    `skip`); InputError when one's shape differs, Damaged when it does not read back."""
+    try:
+        saved_meta = dict(_flatten(manager.item_metadata(step)["state"]["params"]))
+    except Exception as e:
+        raise Damaged(f"its metadata cannot be read: {reason(e)}") from e
     target = {}
     for name, leaf in _flatten(params):
         if name in saved_meta and not name.startswith(tuple(skip)):
@@ -300,21 +363,19 @@ def load_pretrained_params(
                     f" in the checkpoint and {tuple(leaf.shape)} in the model built from the config"
                 )
             target[name] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
-    # Restore only the shared parameters (a partial tree), onto this run's shardings.
+    # Restore only the shared parameters (a partial tree), onto this run's shardings, and the
+    # step (to the host), which must be the folder's.
     abstract = {"params": _unflatten(target)}
-    restore = ocp.args.PyTreeRestore(
-        abstract,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-        partial_restore=True,
-    )
-    restored = manager.restore(step, args=ocp.args.Composite(state=restore))
-    manager.close()
-    saved = dict(_flatten(restored["state"]["params"]))
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    names = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat]
-    leaves = [saved.get(n, leaf) for n, (_, leaf) in zip(names, flat, strict=True)]
-    copied = [n for n in names if n in saved]
-    return jax.tree_util.tree_unflatten(treedef, leaves), copied, sorted(set(names) - set(copied))
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    restore_args["step"] = ocp.RestoreArgs(restore_type=np.ndarray)
+    abstract["step"] = np.zeros((), np.int32)
+    restore = ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=restore))
+    except Exception as e:
+        raise Damaged(reason(e)) from e
+    _check_step(step, restored["state"]["step"])
+    return dict(_flatten(restored["state"]["params"]))
 
 
 def _unflatten(flat):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from lmjax import errors, flops, tasks
 from lmjax import workdir as workdir_lib
@@ -23,20 +25,48 @@ from lmjax.data import pipeline
 from lmjax.train import build, checkpoint, step
 from lmjax.train.metrics import MetricWriter, format_duration
 
+# In a run of several processes the stop request is agreed every STOP_SYNC_EVERY steps (one
+# small all-gather, a host sync): a signal reaches the hosts at different steps, or only one.
+STOP_SYNC_EVERY = 10
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step (save, then exit)."""
+
+class _StopRequest:
+    """SIGTERM (preemption, `scancel`, a sweep stopping) and SIGINT (Ctrl-C) become a request
+    the loop acts on after a step: save a checkpoint, then stop. A second Ctrl-C stops at once.
+    Signal handlers belong to the main thread: elsewhere (a notebook's worker) none is set."""
+
+    NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.by = None  # the first signal's name, once one came
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.NAMES}
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint, then exiting")
-        self.requested = True
+        if signum == signal.SIGINT and self.by is not None:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        if self.by is None:
+            self.by = self.NAMES[signum]
+            again = " (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""
+            logging.warning(
+                "%s: saving a checkpoint after this step, then stopping%s", self.by, again
+            )
+
+    def agreed(self, s: int) -> str | None:
+        """Who asked every process to stop after step `s` (None: go on). One process reads its
+        own flag; several stop together at the first multiple of STOP_SYNC_EVERY after any one
+        of them was signalled (a process that saw nothing stops as "another process")."""
+        if jax.process_count() == 1:
+            return self.by
+        if s % STOP_SYNC_EVERY:
+            return None
+        flags = multihost_utils.process_allgather(np.int32(self.by is not None))
+        return (self.by or "another process") if np.any(flags) else None
 
     def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def evaluate(
@@ -68,6 +98,7 @@ def train_and_evaluate(
     Nothing is written to `workdir` until the inputs have checked out: the data, the model, the
     workdir's saved config, then its checkpoint (or init_from's).
     `devices`: the mesh's devices (default: all of them)."""
+    workdir_lib.check_writable(workdir)
     if jax.process_index() == 0:
         workdir_lib.check_unlocked(workdir)  # a second launch stops before preparing any data
     s = build.setup(config, devices, workdir=workdir)
@@ -140,7 +171,7 @@ def _train(
     logging.info("model: %s parameters (position embeddings excluded)", f"{num_params:,}")
 
     #### Train
-    preemption = _Preemption()
+    stop, stopped_by = _StopRequest(), None
     pending = []  # per-step device metrics since the last log: fetched in one sync
     last_metrics = {}
     timer_start, timer_step = None, first_step
@@ -186,19 +217,26 @@ def _train(
                 )
                 timer_start, timer_step = time.perf_counter(), s
 
-            preempted = preemption.requested  # read once: SIGTERM may arrive at any moment
-            if preempted or is_last or s % config.checkpoint_every_steps == 0:
+            stopped_by = stop.agreed(s)  # read once: a signal may arrive at any moment
+            if stopped_by or is_last or s % config.checkpoint_every_steps == 0:
                 saved = steps.unplace(state)
                 _check_finite(pending, manager, saved, s)  # never save a non-finite state
                 checkpoint.save(manager, s, saved, train_iter.get_state(), force=True)
                 timer_start, timer_step = time.perf_counter(), s  # keep saves out of tokens/s
-            if preempted:
-                logging.warning("preempted at step %d: checkpoint saved, exiting", s)
+            if stopped_by:
                 break
     finally:
         writer.close()
-        preemption.restore()
+        stop.restore()
         checkpoint.finish(manager)
+    if stopped_by:
+        message = (
+            f"stopped by {stopped_by} after step {s} (checkpoint saved): rerun the same command "
+            "to resume"
+        )
+        if stopped_by == "Ctrl-C":
+            raise errors.Interrupted(message)
+        logging.warning("%s", message)
     return last_metrics
 
 

@@ -66,11 +66,27 @@ def format_predictions(task: str, predictions: np.ndarray) -> list[str]:
     return ["index\tprediction", *[f"{i}\t{p}" for i, p in enumerate(shown)]]
 
 
+def check_output(output: str) -> None:
+    """InputError unless `output` can be a new or replaced file: not a folder, in one that
+    exists."""
+    file = workdir_lib.path(output)
+    if file.is_dir():
+        raise errors.InputError(
+            f"--output={output} is a folder: give a file name, e.g. {file / 'predictions.tsv'}"
+        )
+    if not file.parent.is_dir():
+        raise errors.MissingInput(
+            f"--output={output}: the folder {file.parent} does not exist: make it "
+            f"(mkdir -p {file.parent}) or give another path"
+        )
+
+
 def write_predictions(
     workdir: str, path: str, output: str, step: int | None = None, batch_size: int = 64
 ) -> int:
     """Predicts every example of `path` (`predict`) and writes them to `output` in GLUE's
-    submission format. Returns the number of examples."""
+    submission format; `output` is checked first. Returns the number of examples."""
+    check_output(output)
     predictions = predict(workdir, path, step, batch_size)
     lines = format_predictions(glue_task(workdir), predictions)
     with workdir_lib.path(output).open("w") as f:
