@@ -216,6 +216,13 @@ def test_an_unknown_remat_policy(workdir):
             "nothing_saveable, everything_saveable, dots_saveable, ")  # fmt: skip
 
 
+def test_a_gpu_kernel_on_a_cpu_fails_before_any_data_is_read(workdir):
+    """It was `RuntimeError: cuDNN is not detected.` at the first step, after the data."""
+    config = tiny_config(**{"model.attention_impl": "cudnn", "data.path": "/no/such/corpus.txt"})
+    _raises(config, workdir, "^config.model.attention_impl='cudnn' needs NVIDIA GPUs and this "
+            "run's devices are cpu: use auto")  # fmt: skip
+
+
 def test_predictions_check_their_output_before_anything_is_computed(tmp_path):
     for output, match in [
         (tmp_path, f"^--output={tmp_path} is a folder: give a file name, e.g. {tmp_path}/"),

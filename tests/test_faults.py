@@ -525,8 +525,8 @@ def test_a_checkpoints_folder_that_becomes_unwritable_stops_the_run_in_seconds(t
         assert time.monotonic() - start < 30
     line = _error_line(_stderr(workdir))
     assert re.fullmatch(
-        r"lmjax: error: cannot save checkpoint (\d+): \S+/checkpoints: (Permission denied|Operation "
-        r"not permitted); make it writable; the last good checkpoint is step (\d+) in .*",
+        r"lmjax: error: cannot save checkpoint (\d+): \S+/checkpoints: (Permission denied|"
+        r"Operation not permitted); make it writable; the last good checkpoint is step (\d+) in .*",
         line,
     ), line
     assert "never awaited" not in _stderr(workdir)

@@ -80,6 +80,16 @@ def _tensorboard_scalars(workdir, tag):
     return [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
 
 
+def test_tensorboard_sees_each_record_as_it_is_written(tmp_path):
+    """The loop never flushed the event file: locally it lagged ~40 records behind, on gs://
+    nothing showed until the run ended."""
+    writer = metrics.MetricWriter(str(tmp_path))
+    for at in (1, 2, 3):
+        writer.write(at, {"train/loss": 4.0 - at})
+        assert _tensorboard_scalars(str(tmp_path), "train/loss")[-1] == (at, 4.0 - at)
+    writer.close()
+
+
 def test_training_never_imports_tensorflow(tmp_path):
     """TensorFlow takes ~4 s to import: a run on local data writes its TensorBoard files
     without it (tensorflow_datasets input still imports it)."""
@@ -137,6 +147,38 @@ def test_distributed_auto_runs_alone_where_jax_finds_no_cluster(monkeypatch):
     assert len(calls) == 4
     with pytest.raises(ValueError, match="auto, on or off"):
         distributed.initialize("yes")
+
+
+# A 2-node SLURM job step with one task per node, seen from the task on the second node.
+SLURM_ONE_TASK_PER_NODE = {
+    "SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "gpu[01-02]", "SLURM_NTASKS": "2",
+    "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_NODEID": "1",
+    "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+}  # fmt: skip
+
+
+def test_a_slurm_task_alone_on_its_node_keeps_all_of_the_nodes_gpus(monkeypatch):
+    """JAX's SLURM detection makes each task see the GPU of its SLURM_LOCALID: under
+    `srun --ntasks-per-node=1` that was 1 GPU of 8 on every node, silently."""
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    for key, value in SLURM_ONE_TASK_PER_NODE.items():
+        monkeypatch.setenv(key, value)
+    distributed.initialize("auto")
+    assert calls[-1]["local_device_ids"] == list(range(8))
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "8(x2)")  # one task per GPU: JAX's choice
+    distributed.initialize("auto")
+    assert "local_device_ids" not in calls[-1]
+
+    def ids(**changes):
+        return distributed.slurm_local_device_ids({**SLURM_ONE_TASK_PER_NODE, **changes})
+
+    assert ids(SLURM_STEP_TASKS_PER_NODE="8,1", SLURM_NODEID="1") == list(range(8))
+    assert ids(SLURM_STEP_TASKS_PER_NODE="8,1", SLURM_NODEID="0") is None
+    assert ids(CUDA_VISIBLE_DEVICES="", SLURM_GPUS_ON_NODE="4") == [0, 1, 2, 3]
+    assert ids(CUDA_VISIBLE_DEVICES="3") is None  # one GPU: nothing to keep
+    assert ids(JAX_LOCAL_DEVICE_IDS="0") is None  # the user's choice stands
+    assert distributed.slurm_local_device_ids({"CUDA_VISIBLE_DEVICES": "0,1"}) is None
 
 
 def test_learning_rate_schedule_warmup_and_cosine_floor():

@@ -62,10 +62,21 @@ def setup(
     batch and the model divide over it."""
     config = tasks.resolve_config(config, workdir)
     mesh = parallel.make_mesh(config.mesh, devices) if mesh is None else mesh
+    _check_kernels(config, mesh)
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
     parallel.check_batch_size(config.batch_size, mesh, rules, config.grad_accum_steps)
     parallel.check_model_fits_mesh(config.model, mesh, rules)
     return Setup(config, tasks.get_task(config), mesh, rules)
+
+
+def _check_kernels(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+    """InputError, before any data is read, for a kernel the mesh's devices cannot run."""
+    platforms = sorted({d.platform for d in mesh.devices.flat})
+    if config.model.get("attention_impl") == "cudnn" and platforms != ["gpu"]:
+        raise errors.InputError(
+            f"config.model.attention_impl='cudnn' needs NVIDIA GPUs and this run's devices are "
+            f"{', '.join(platforms)}: use auto (the best kernel for the device) or xla"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,13 +36,14 @@ class MetricWriter:
 
     def write(self, step: int, metrics: dict) -> None:
         """Appends to metrics.jsonl (an OSError, e.g. a full disk, is the caller's to report),
-        then to the TensorBoard file."""
+        then to the TensorBoard file, flushed: TensorBoard shows a run as it goes."""
         if not self.enabled:
             return
         metrics = {k: float(v) for k, v in metrics.items()}
         workdir_lib.append_metrics(self.workdir, {"step": int(step), **metrics})
         finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
         self._tensorboard("write_scalars", int(step), finite)
+        self._tensorboard("flush")
 
     def flush(self) -> None:
         self._tensorboard("flush")
