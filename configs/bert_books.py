@@ -1,6 +1,7 @@
-"""A tiny BERT pretrained with MLM + NSP on Project Gutenberg books, streamed (issue: pretraining
-that pays). The books are not in the repository: `data.path` names a folder of them with the
-manifest beside it (lmjax/data/assets/README.md says how to get the 307 books the results used).
+"""A tiny BERT pretrained with MLM + NSP on Project Gutenberg books, streamed
+(docs/experiments/bert_books.md). The books are not in the repository: `data.path` names a
+folder of them with the manifest beside it (lmjax/data/assets/README.md says how to get the 307
+books the results used).
 
   python experiments/train.py --config=configs/bert_books.py --workdir=/tmp/lmjax/bert_books \
       --config.data.path=../shared/data/gutenberg/books
@@ -47,7 +48,7 @@ def get_config(arg=None):
 
     config.batch_size = 32
     config.seq_len = 128
-    # 15,000 steps x 165 ms (benchmark.py --real_data here: 160 ms a step, 4.5 ms a batch of
+    # 15,000 steps x ~165 ms (benchmark.py --real_data: ~160 ms a step, ~4.5 ms a batch of
     # data) is about 45 minutes on this 2-core CPU: ~480k instances, ~1.6 epochs of the books.
     config.num_train_steps = 15_000
     config.warmup_steps = 750

@@ -2,7 +2,7 @@
 
   python experiments/train.py --config=configs/bert_tiny_wikitext.py --workdir=/tmp/bert_tiny
 
-Result: see README "BERT"; presets: `:test` (a few steps, for CI).
+Result: docs/experiments/bert_wikitext_sst2.md; presets: `:test` (a few steps, for CI).
 The instances follow google-research/bert's create_pretraining_data.py; the last
 `data.num_eval_documents` articles are held out and masked once from `data.eval_seed`.
 """

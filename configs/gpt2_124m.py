@@ -2,7 +2,7 @@
 
   # 8 GPUs on one host (data parallel; add mesh.fsdp / mesh.tensor to shard the model):
   python experiments/train.py --config=configs/gpt2_124m.py --workdir=$WORKDIR
-  # TPU pod slice: the same command on every host (see README "Scaling out").
+  # TPU pod slice: the same command on every host (docs/scaling_out.md).
 
 The data is read from a prepared TFDS dataset (`tfds build lm1b` once, or any TFDS text dataset
 via --config.data.tfds_name); nothing is downloaded at run time. The tokenizer is a byte-level

@@ -73,13 +73,11 @@ def measure_peak_flops(
 ) -> float:
     """Measured matmul FLOP/s of the first device: the best of `repeats` square matmuls.
 
-    20 repeats, not 5: on a 2-core CPU a best of 5 once came out at about half the usual peak
-    (the suite printed a 95% MFU for a step at its usual speed); 20 cost ~0.2 s there. Measured
-    once per process, device kind and dtype: a process that trains many runs (a sweep's worker,
-    a notebook) reuses the first figure (on 8 simulated CPU devices a measurement takes ~1 s).
-    `again=True` measures once more and returns the best of every measurement so far: a
-    best of 20 still came out at half the usual once (0.11 against 0.22 TFLOP/s, the (b) step's
-    MFU read 146%), so `benchmark.run` measures before and after its timed steps."""
+    20 repeats, not 5: on a busy CPU a best of 5 can land far below the real peak and inflate
+    MFU. Measured once per process, device kind and dtype: a process that trains many runs (a
+    sweep's worker, a notebook) reuses the first figure. `again=True` measures once more and
+    returns the best of every measurement so far, since even a best of 20 can land low:
+    `benchmark.run` measures before and after its timed steps."""
     device = jax.devices()[0]
     peak = known_peak_flops(device.device_kind)
     if peak is not None:

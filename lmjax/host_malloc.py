@@ -3,16 +3,14 @@
 XLA:CPU allocates the buffers of a step's temporaries each time the step runs and frees them
 afterwards (~600 MB a step at L6 C384 T256 B8). glibc serves blocks that large with a fresh
 `mmap` and gives them back at `free`, so every step page-faults its temporaries in again, 4 KiB
-at a time: ~325k faults a step at that shape, a fifth of the step on a 2-core Zen 5. The restart
+at a time, a large share of a CPU step. The restart
 sets four `GLIBC_TUNABLES` (`TUNABLES`): `mmap_max=0` (large blocks come from the heap too),
 `trim_threshold` of 64 GiB (free memory stays in the process), `arena_max=1` (XLA's threads
 share the main heap: a thread's own arena stops at 64 MB and would map larger blocks anyway) and
 `hugetlb=1` (the heap on transparent huge pages where the kernel allows, fewer faults while it
 grows). After the first steps a step faults no page in. The cost is memory: the process keeps
-the high-water mark of its heap, fragmented by blocks of many lifetimes (a training run at that
-shape: 3.9 GB resident against 1.75 GB; at the Shakespeare GPT's 0.83 against 0.65).
-Measured on a 2-core Zen 4 (README, "Where the time goes"): the train loop at that shape 1210 ->
-884 ms a step; the Shakespeare GPT's 53 -> 42 ms.
+the high-water mark of its heap, fragmented by blocks of many lifetimes (about twice the
+resident memory at that shape). Figures: docs/benchmarks.md, "Where the time goes".
 
 glibc reads its tunables when a process starts, hence the restart: `os.execve` of the same
 command line (same PID, nothing run yet: `cli.run` calls `restart_tuned` before it parses the

@@ -8,7 +8,7 @@ pretraining per arm and seed on 2 CPU cores (a third of configs/bert_books.py's 
   cd /tmp/lmjax/objectives_books && ln -s use_nsp=True,dynamic_masking=False,seed=0 mlm_nsp \
       && ln -s use_nsp=False,dynamic_masking=False,seed=0 mlm \
       && ln -s use_nsp=False,dynamic_masking=True,seed=0 mlm_dynamic && cd -
-  # the GLUE protocol of README "BERT on books", in its workdir: finished runs (the books
+  # the GLUE protocol of docs/experiments/bert_books.md, in its workdir: finished runs (the books
   # checkpoint, scratch) are skipped and the table gets a row per arm
   python experiments/glue.py --workdir=/tmp/lmjax/glue_books --init_from=/tmp/lmjax/bert_books,\
 /tmp/lmjax/objectives_books/mlm_nsp,/tmp/lmjax/objectives_books/mlm,\

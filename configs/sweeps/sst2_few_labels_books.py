@@ -1,5 +1,5 @@
 """configs/sweeps/sst2_few_labels.py with the books pretraining (configs/bert_books.py): does
-pretraining on 24.8M words pay on SST-2 when labels are scarce? (README "BERT on books".)
+pretraining on 24.8M words pay on SST-2 when labels are scarce? (docs/experiments/bert_books.md)
 
   cp -r /tmp/lmjax/bert_books /tmp/lmjax/sst2_few_books/seed=0   # reuse a finished pretraining
   python experiments/sweep.py --sweep=configs/sweeps/sst2_few_labels_books.py \

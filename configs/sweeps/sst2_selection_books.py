@@ -1,5 +1,5 @@
 """configs/sweeps/sst2_selection.py with the books pretraining (configs/bert_books.py): does
-pretraining on 24.8M words pay on SST-2 with all its labels? (README "BERT on books".)
+pretraining on 24.8M words pay on SST-2 with all its labels? (docs/experiments/bert_books.md)
 
   mkdir -p /tmp/lmjax/sst2_books && cp -r /tmp/lmjax/bert_books /tmp/lmjax/sst2_books/seed=0
   python experiments/sweep.py --sweep=configs/sweeps/sst2_selection_books.py \

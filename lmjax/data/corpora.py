@@ -26,7 +26,7 @@ EMBEDDED = {
         ]
         for split in ("train", "dev")
     },
-    # WordPiece vocabulary trained by lmjax on the WikiText-2 training articles (see README.md)
+    # WordPiece vocabulary trained by lmjax on WikiText-2's training articles (assets/README.md)
     "wikitext2_vocab_8k": os.path.join(ASSETS, "wikitext-2", "vocab_uncased_8k.txt"),
     # WordPiece vocabulary trained by lmjax on the 301 training books of gutenberg/manifest.tsv
     "gutenberg_vocab_16k": os.path.join(ASSETS, "gutenberg", "vocab_uncased_16k.txt"),

@@ -1,10 +1,9 @@
 """Causal self-attention on the CPU as one XLA custom call (C++: `cpu_attention.cc`).
 
 XLA:CPU runs attention's batched score and value matmuls on one thread, each product written out
-between fusions (README, "Where the time goes"); the kernel here runs each (batch, head) pair as a
-task on XLA's thread pool and keeps a few rows of scores at a time. At L6 H6 C384 T256 B8 one
-layer's attention forward+backward takes ~11-13 ms against ~27-28 ms for the einsums (2-core Zen
-4; README, "Where the time goes").
+between fusions; the kernel here runs each (batch, head) pair as a task on XLA's thread pool and
+keeps a few rows of scores at a time, which makes a layer's attention about twice as fast as
+the einsums (docs/benchmarks.md, "Where the time goes").
 
 The C++ source is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++`) for
 the CPU it runs on, and the library cached under `$XDG_CACHE_HOME/lmjax` (default `~/.cache`),

@@ -43,8 +43,8 @@ def gelu_tanh(x: jax.Array) -> jax.Array:
 
     Autodiff of `jax.nn.gelu(approximate=True)` makes XLA:CPU write a second [B*T, mlp] array
     in the forward pass for the backward one; recomputing it inside the backward's fused
-    multiply was 2-3% of the step at L4 C128 T64 (2-core Zen 5). Reverse mode only (jax.jvp
-    through it raises), which is all training needs.
+    multiply is cheaper than that memory traffic. Reverse mode only (jax.jvp through it
+    raises), which is all training needs.
     """
     return jax.nn.gelu(x, approximate=True)
 
@@ -65,7 +65,7 @@ gelu_tanh.defvjp(_gelu_tanh_fwd, _gelu_tanh_bwd)
 @jax.custom_vjp
 def gelu_erf(x: jax.Array) -> jax.Array:
     """The exact (erf) GELU of BERT, its backward recomputing the Gaussian terms from x, as
-    `gelu_tanh` does (the tiny BERT pretraining step: 137 -> 127 ms, 2-core Zen 5)."""
+    `gelu_tanh` does, for the same reason."""
     return jax.nn.gelu(x, approximate=False)
 
 
@@ -149,7 +149,7 @@ def _residual_init_scale(cfg):
 
 # XLA:CPU runs a 16-bit dot on the CPU's bf16 instructions (AVX512-BF16 / AMX, through YNNPACK)
 # only when the left operand is contracted on its last dim and neither operand is column-major;
-# any other dot is upcast to float32 (1024^3 on a 2-core Zen 5: 930 vs 450 GFLOP/s). `w.T` is a
+# any other dot is upcast to float32, at about half the speed. `w.T` is a
 # column-major view, so the backward matmuls below contract dims with dot_general instead and
 # make the one real transpose they need with _row_major_transpose.
 _CONTRACT_LAST = (((1,), (1,)), ((), ()))  # [M,K] x [N,K] -> [M,N]
@@ -259,8 +259,7 @@ class Dense(nn.Module):
 
 # Causal attention splits its queries into blocks of this many; block i attends only to keys
 # up to its own end, so the score blocks above the diagonal are never computed (T=256: 3 of 4
-# blocks). Measured on a 2-core Zen 5 at T256 H6 K64 B8: forward+backward of one layer's
-# attention 27 -> 12 ms; 64-query blocks were slower than 128 (more, smaller matmuls).
+# blocks); 64-query blocks are slower than 128 (more, smaller matmuls).
 CAUSAL_BLOCK = 128
 
 
@@ -315,8 +314,8 @@ def dot_product_attention(
             implementation="cudnn",
         )
     # On CPU, 16-bit attention runs in float32: XLA:CPU upcasts these batched dots anyway (not
-    # YNNPACK's form), and in bf16 the backward pass summed the causal blocks' key/value
-    # gradients through chains of converts (~10 ms a layer at T256): (b) 491 -> 467 ms a step.
+    # YNNPACK's form), and in bf16 the backward pass sums the causal blocks' key/value
+    # gradients through chains of converts.
     dtype = q_BxTxHxK.dtype
     if dtype.itemsize == 2 and jax.default_backend() == "cpu":
         q_BxTxHxK, k_BxSxHxK, v_BxSxHxK = (

@@ -113,9 +113,8 @@ def run(
 
         # Untimed passes as the timed one runs until one spends under 2% of its time in the
         # kernel, at most `STEADY_PASSES`: while the heap that lmjax.host_malloc keeps still
-        # grows, each huge page a step touches first costs it system time (~10 ms a page on a
-        # 2-core Zen 4 VM; (b) read 880-975 ms a step, against 783-790 once steady).
-        # A training run pays that in its first steps only.
+        # grows, each huge page a step touches first costs it system time, which a training run
+        # pays in its first steps only.
         warmup_passes = 0
         while warmup_passes < STEADY_PASSES:
             warmup_passes += 1
