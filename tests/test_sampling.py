@@ -84,14 +84,16 @@ def test_sampled_frequencies_follow_the_filtered_distribution():
 
 def test_sample_cli_on_a_trained_workdir(workdir):
     loop.train_and_evaluate(tiny_config(), workdir)
-    out = run_script(
+    proc = run_script(
         "sample.py",
         f"--workdir={workdir}",
         "--prompt=ROMEO:",
         "--max_new_tokens=40",
         "--temperature=0",
         "--num_samples=2",
-    ).stdout
-    samples = out.split("\n" + "-" * 40 + "\n")[:-1]
+    )
+    # Library INFO lines are filtered as in training (Orbax logged ~27 while it read the run).
+    assert [line for line in proc.stderr.splitlines() if line.startswith("I")] == []
+    samples = proc.stdout.split("\n" + "-" * 40 + "\n")[:-1]
     assert len(samples) == 2 and samples[0] == samples[1]  # greedy: identical rows
     assert samples[0].startswith("ROMEO:") and len(samples[0]) == len("ROMEO:") + 40
