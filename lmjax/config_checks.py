@@ -65,7 +65,12 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("model.attention_dropout_rate", _PROBABILITY, "in [0, 1)", "the attention dropout rate"),
     ("model.dtype", lambda v: v in DTYPES, f"one of {sorted(DTYPES)}", "the compute dtype"),
     ("model.activation", lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}", "the MLP's"),
-    ("model.attention_impl", lambda v: v in ATTENTION_IMPLS, "auto, xla or cudnn", "attention"),
+    (
+        "model.attention_impl",
+        lambda v: v in ATTENTION_IMPLS,
+        f"one of {', '.join(ATTENTION_IMPLS)}",
+        "the attention kernel",
+    ),
     (
         "model.remat_policy",
         lambda v: v in REMAT_POLICIES,

@@ -11,6 +11,7 @@ from tests.conftest import REPO
 LIBRARY = os.path.join(REPO, "lmjax")
 # Lowest first. A module may import its own layer or lower ones, never a higher one.
 LAYERS = (
+    ("lmjax.sharding",),  # mesh axes and sizes: the model and the train step both read them
     ("lmjax", "lmjax.errors", "lmjax.flops", "lmjax.config_defaults", "lmjax.config_checks",
      "lmjax.config_files", "lmjax.host_malloc", "lmjax.sampling", "lmjax.models", "lmjax.data"),
     ("lmjax.workdir",),  # the run directory's layout

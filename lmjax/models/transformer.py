@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax import sharding
 from lmjax.models import cpu_attention
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -345,14 +346,6 @@ def dot_product_attention(
     return jnp.concatenate(outs, axis=1).astype(dtype)
 
 
-def mesh_axes_size(mesh: Any, axes: str | tuple[str, ...] | None) -> int:
-    """Number of devices along mesh axes `axes` (None, one name, or a tuple of names), as a
-    PartitionSpec entry names them; `mesh` a Mesh or an AbstractMesh."""
-    if axes is None:
-        return 1
-    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
-
-
 def _cpu_kernel_attention(qkv_BxTxHx3xK: jax.Array, head_dim: int) -> jax.Array | None:
     """Causal attention by the CPU kernel (`cpu_attention.py`), on each device's shard of the
     batch and heads under a mesh; None where it does not apply (not the CPU, a head dim that is
@@ -365,7 +358,7 @@ def _cpu_kernel_attention(qkv_BxTxHx3xK: jax.Array, head_dim: int) -> jax.Array 
     if not mesh.empty and mesh.size > 1:
         spec = nn.logical_to_mesh_axes(("batch", "length", "heads", None, "kv"))
         for dim, axes in enumerate(spec):  # dims 1 and 4 (length, head dim) must stay whole
-            split = mesh_axes_size(mesh, axes)
+            split = sharding.mesh_axes_size(mesh, axes)
             if split > 1 and (dim in (1, 4) or qkv_BxTxHx3xK.shape[dim] % split):
                 return None
     return cpu_attention.causal_attention(qkv_BxTxHx3xK, spec)
