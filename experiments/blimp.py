@@ -3,6 +3,7 @@
   python experiments/blimp.py --workdir=/tmp/shakespeare [--step=N] [--limit=100] \
       [--output=/tmp/blimp_pairs.jsonl] [--metric=pll|pll_word_l2r] [--batch_size=64] \
       [--data=path/to/blimp]
+  python experiments/blimp.py --workdir=/tmp/shakespeare --every_checkpoint --limit=100
 
 Any GPT (task clm: sum of token log-probs after a start token) or BERT pretraining workdir
 (task mlm_nsp: pseudo-log-likelihood), trained here or imported with experiments/convert.py.
@@ -15,7 +16,7 @@ import os
 
 from absl import flags
 
-from lmjax import cli
+from lmjax import cli, errors
 from lmjax.evals import blimp
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained GPT or BERT pretraining workdir.")
@@ -31,11 +32,27 @@ _METRIC = flags.DEFINE_enum(
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 64, "Rows (windows or masked copies) per forward pass; less for a big vocabulary."
 )
+_EVERY = flags.DEFINE_bool(
+    "every_checkpoint", False, "Score every checkpoint (a curve) instead of one; no --output."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
+    if _EVERY.value:
+        if _STEP.value is not None or _OUTPUT.value:
+            raise errors.InputError("--every_checkpoint scores every step: drop --step/--output")
+        rows = blimp.curve(
+            _WORKDIR.value, _DATA.value, _LIMIT.value, _METRIC.value, _BATCH_SIZE.value
+        )
+        for row in rows:
+            print(
+                f"step {row['step']:>7,}  tokens {row['tokens']:>13,}  {100 * row['overall']:.1f}"
+            )
+        for path in blimp.save_curve(rows, _WORKDIR.value):
+            print(f"wrote {path}")
+        return
     summary = blimp.evaluate(
         _WORKDIR.value,
         step=_STEP.value,

@@ -191,7 +191,7 @@ def test_a_gpt_on_bert_s_wordpiece_tokens_trains_and_is_scored_after_cls(tmp_pat
 
     config = override(
         tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2, eval_steps=1),
-        **{"data.tokenizer": "wikitext2_vocab_8k"},
+        **{"data.tokenizer": "wikitext2_vocab_8k", "checkpoint_every_steps": 1},
     )
     workdir = str(tmp_path / "gpt_wordpiece")
     loop.train_and_evaluate(config, workdir)
@@ -201,6 +201,13 @@ def test_a_gpt_on_bert_s_wordpiece_tokens_trains_and_is_scored_after_cls(tmp_pat
     assert tokenizer.vocab_size == 8000
     assert summary["num_pairs"] == 2 * 67
     assert 0.0 <= summary["overall"] <= 1.0
+    # The curve: every checkpoint, with the tokens trained on by then.
+    rows = blimp.curve(workdir, limit=2)
+    assert [(r["step"], r["tokens"]) for r in rows] == [(1, 8 * 16), (2, 2 * 8 * 16)]
+    assert rows[-1]["overall"] == summary["overall"]
+    json_file, png = blimp.save_curve(rows, str(tmp_path))
+    with open(json_file) as f, open(png, "rb") as g:
+        assert json.load(f) == rows and g.read(4) == b"\x89PNG"
 
 
 #### Masked LM: pseudo-log-likelihood against plain torch

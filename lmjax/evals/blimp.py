@@ -44,6 +44,8 @@ HUMAN_OVERALL = 0.886  # the paper's human agreement, mean of 67 paradigms (none
 TASKS = ("clm", "mlm_nsp")  # the workdirs whose models have an LM head
 SUMMARY_FILE = "blimp.json"
 PLOT_FILE = "blimp.png"
+CURVE_FILE = "blimp_curve.json"  # `curve`: one row per checkpoint
+CURVE_PLOT = "blimp_curve.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +359,56 @@ def save_summary(summary: Mapping, folder: str) -> tuple[str, str]:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     return path, plot_summary(summary, os.path.join(folder, PLOT_FILE))
+
+
+def curve(
+    workdir: str,
+    data: str | None = None,
+    limit: int | None = None,
+    metric: str | None = None,
+    batch_size: int = 64,
+) -> list[dict]:
+    """`evaluate` at every checkpoint of `workdir`, oldest first: per step the tokens trained on
+    by then (step x batch_size x seq_len), the overall accuracy and the ties."""
+    config = inference.check_workdir(workdir)
+    rows = []
+    for step in workdir_lib.checkpoint_steps(workdir):
+        summary = evaluate(workdir, step, data, limit, metric, batch_size)
+        rows.append(
+            {
+                "step": step,
+                "tokens": step * config.batch_size * config.seq_len,
+                "overall": summary["overall"],
+                "ties": summary["ties"],
+                "metric": summary["metric"],
+                "num_pairs": summary["num_pairs"],
+            }
+        )
+    return rows
+
+
+def save_curve(rows: Sequence[Mapping], folder: str) -> tuple[str, str]:
+    """Writes FOLDER/blimp_curve.json and FOLDER/blimp_curve.png (overall accuracy against
+    tokens trained on); returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(folder, CURVE_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(list(rows), f, indent=2)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["tokens"] / 1e6 for r in rows], [100 * r["overall"] for r in rows], marker="o")
+    ax.axhline(50, color="grey", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("tokens trained on (millions)")
+    ax.set_ylabel(f"BLiMP overall, % ({rows[0]['num_pairs']:,} pairs)" if rows else "BLiMP, %")
+    ax.legend()
+    fig.tight_layout()
+    plot = os.path.join(folder, CURVE_PLOT)
+    fig.savefig(plot, dpi=120)
+    plt.close(fig)
+    return path, plot
 
 
 def plot_summary(summary: Mapping, path: str) -> str:

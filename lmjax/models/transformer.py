@@ -21,8 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax import sharding
 from lmjax.models import cpu_attention
+from lmjax.sharding import mesh_axes_size
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")  # TransformerConfig.attention_impl
@@ -358,7 +358,7 @@ def _cpu_kernel_attention(qkv_BxTxHx3xK: jax.Array, head_dim: int) -> jax.Array 
     if not mesh.empty and mesh.size > 1:
         spec = nn.logical_to_mesh_axes(("batch", "length", "heads", None, "kv"))
         for dim, axes in enumerate(spec):  # dims 1 and 4 (length, head dim) must stay whole
-            split = sharding.mesh_axes_size(mesh, axes)
+            split = mesh_axes_size(mesh, axes)
             if split > 1 and (dim in (1, 4) or qkv_BxTxHx3xK.shape[dim] % split):
                 return None
     return cpu_attention.causal_attention(qkv_BxTxHx3xK, spec)

@@ -16,9 +16,9 @@ import numpy as np
 from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from lmjax import errors, sharding
+from lmjax import errors
+from lmjax.sharding import MESH_AXES, mesh_axes_size
 
-MESH_AXES = sharding.MESH_AXES
 # (logical axis name, mesh axis or axes or None), as `config.logical_axis_rules`
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
@@ -48,7 +48,7 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
 
 def logical_axis_size(name: str, mesh: Mesh, rules: Rules) -> int:
     """Number of shards `rules` split the logical axis `name` into on `mesh`."""
-    return sharding.mesh_axes_size(mesh, nn.logical_to_mesh_axes((name,), rules)[0])
+    return mesh_axes_size(mesh, nn.logical_to_mesh_axes((name,), rules)[0])
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, rules: Rules, grad_accum_steps: int = 1) -> None:
@@ -84,7 +84,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
         shape = getattr(leaf, "value", leaf).shape
         spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
         for i, (size, axes) in enumerate(zip(shape, spec, strict=True)):
-            if size % sharding.mesh_axes_size(mesh, axes):
+            if size % mesh_axes_size(mesh, axes):
                 replicated_dims.append(
                     f"{jax.tree_util.keystr(path, simple=True, separator='/')}"
                     f" dim {i} ({size} over {axes})"
