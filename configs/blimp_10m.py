@@ -4,14 +4,14 @@
       --workdir=/tmp/lmjax/blimp10m/gpt_0
   python experiments/blimp.py --workdir=/tmp/lmjax/blimp10m/gpt_0
 
-Presets: `gpt` (causal LM), `bert` (MLM + NSP), `bert_mlm` (MLM only), each with `_test` after
-it for a few steps on the four-book fixture (CI). Every arm reads the first 10,000,000 words of
-the `train` books (`data.max_words`), tokenizes them with the books' 16k WordPiece vocabulary,
-and trains 2 layers of width 128 at T128, batch 32, in float32; the `valid` books are held out.
-The step counts spend the same wall-clock budget in every arm, about 30 minutes on one core of
-the 2-core CPU (each run pinned with `taskset -c N`, two at a time), from a timed pass before
-the runs (docs/experiments/blimp_10m.md): 1,081 ms a GPT step (its 16k-way softmax at every
-position is most of it), 423-430 ms a BERT step. A
+Presets: `gpt` (causal LM, the default), `bert` (MLM + NSP), `bert_mlm` (MLM only), each with
+`_test` after it for a few steps on the four-book fixture (CI; `test` is `gpt_test`). Every arm
+reads the first 10,000,000 words of the `train` books (`data.max_words`), tokenizes them with
+the books' 16k WordPiece vocabulary, and trains 2 layers of width 128 at T128, batch 32, in
+float32; the `valid` books are held out. The step counts spend the same wall-clock budget in
+every arm, about 30 minutes on one core of the 2-core CPU (each run pinned with `taskset -c N`,
+two at a time), from a timed pass before the runs (docs/experiments/blimp_10m.md): 1,081 ms a
+GPT step (its 16k-way softmax at every position is most of it), 423-430 ms a BERT step. A
 checkpoint every 10% of the run is kept for the BLiMP curve.
 """
 
@@ -35,8 +35,9 @@ def _load(name):
 
 
 def get_config(arg="gpt"):
-    arm = (arg or "gpt").removesuffix("_test")
-    test = arm != (arg or "gpt")
+    arg = {"": "gpt", None: "gpt", "test": "gpt_test"}.get(arg, arg)  # every config has :test
+    arm = arg.removesuffix("_test")
+    test = arm != arg
     if arm not in STEPS:
         raise ValueError(f"unknown preset {arg!r}; known: gpt, bert, bert_mlm (+ _test)")
     preset = "test" if test else None
