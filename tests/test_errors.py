@@ -5,6 +5,7 @@ format (the unknown config key's is in test_train.py)."""
 
 import logging
 import os
+import signal
 
 import pytest
 
@@ -196,6 +197,42 @@ def test_a_workdir_in_a_folder_that_cannot_be_written(tmp_path):
     with unwritable(parent):
         _raises(tiny_config(), str(parent / "run"), f"^cannot write {parent} {_UNWRITABLE}")
     assert os.listdir(parent) == []
+
+
+def test_ctrl_c_during_training_saves_and_says_how_to_resume(workdir, monkeypatch):
+    """The exact line (tests/test_faults.py runs it in a subprocess with a real Ctrl-C)."""
+    write = loop._write_metrics
+
+    def ctrl_c_at_step_4(writer, manager, s, metrics):
+        write(writer, manager, s, metrics)
+        if s == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop, "_write_metrics", ctrl_c_at_step_4)
+    with pytest.raises(errors.Interrupted) as e:
+        loop.train_and_evaluate(tiny_config(log_every_steps=1), workdir)
+    assert str(e.value) == (
+        "stopped by Ctrl-C after step 4 (checkpoint saved): rerun the same command to resume"
+    )
+    assert workdir_lib.checkpoint_steps(workdir) == [3, 4]
+
+
+def test_a_checkpoints_folder_that_turns_unwritable_is_one_line(workdir, monkeypatch):
+    probe = workdir_lib.probe_folder
+
+    def checkpoints_unwritable(folder):
+        if str(folder).endswith(workdir_lib.CHECKPOINTS):
+            raise PermissionError(13, "Permission denied", str(folder))
+        probe(folder)
+
+    monkeypatch.setattr(workdir_lib, "probe_folder", checkpoints_unwritable)
+    with pytest.raises(errors.SaveFailed) as e:
+        loop.train_and_evaluate(tiny_config(), workdir)
+    checkpoints = os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINTS))
+    assert str(e.value) == (
+        f"cannot save checkpoint 6: {checkpoints}: Permission denied; make it writable; the last "
+        f"good checkpoint is step 3 in {checkpoints}: a rerun resumes there once that is fixed"
+    )
 
 
 def test_a_damaged_config_json_is_one_line(tmp_path):

@@ -489,11 +489,7 @@ def test_ctrl_c_saves_and_the_rerun_equals_an_uninterrupted_run(tmp_path, straig
     assert proc.wait(timeout=120) == 130
     stopped = _stderr(workdir).strip().splitlines()[-1]
     assert "Traceback" not in _stderr(workdir)
-    match = re.fullmatch(
-        r"lmjax: interrupted: stopped by Ctrl-C after step (\d+) \(checkpoint saved\): rerun "
-        "the same command to resume",
-        stopped,
-    )
+    match = re.match(r"lmjax: interrupted: stopped by Ctrl-C after step (\d+) ", stopped)
     assert match, stopped
     at = int(match[1])
     assert at >= 7 and _saved_steps(workdir)[-1] == at  # saved where it stopped
@@ -524,12 +520,8 @@ def test_a_checkpoints_folder_that_becomes_unwritable_stops_the_run_in_seconds(t
         assert proc.wait(timeout=120) == 1
         assert time.monotonic() - start < 30
     line = _error_line(_stderr(workdir))
-    # Found by the check before a save; or, when the folder turned unwritable during a save
-    # already in flight, by Orbax in the background (the same stop, worded by the OS error).
-    assert re.fullmatch(
-        r"lmjax: error: (cannot save checkpoint \d+: \S+/checkpoints: (Permission denied|"
-        r"Operation not permitted); make it writable|saving a checkpoint failed: [^;]+); the last "
-        r"good checkpoint is step \d+ in .*",
-        line,
-    ), line
+    # Found by the check before a save (the line is pinned in test_errors.py); or, when the
+    # folder turned unwritable during a save already in flight, by Orbax in the background.
+    assert line.startswith(("lmjax: error: cannot save checkpoint", "lmjax: error: saving a "))
+    assert "; the last good checkpoint is step " in line, line
     assert "never awaited" not in _stderr(workdir)
