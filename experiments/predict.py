@@ -23,7 +23,6 @@ flags.mark_flags_as_required(["workdir", "input", "output"])
 
 def main(argv):
     del argv
-    predict.check_output(_OUTPUT.value)  # before anything is computed
     inference.check_workdir(_WORKDIR.value, _STEP.value, task="classify")
     n = predict.write_predictions(
         _WORKDIR.value, _INPUT.value, _OUTPUT.value, _STEP.value, _BATCH_SIZE.value

@@ -222,12 +222,10 @@ def check_writable(workdir: PathLike) -> None:
     can be made in it and in its `checkpoints/`, and the files a run rewrites there can be
     written. Probes with a temporary file, removed at once (local paths; a bucket is not
     probed). Cheap: a run calls it before it prepares any data."""
-    if "://" in str(workdir):
+    existing = nearest_existing(workdir)  # the folder a new workdir will be made in
+    if existing is None:
         return
     target = os.path.abspath(workdir)
-    existing = target
-    while not os.path.exists(existing):  # the folder a new workdir will be made in
-        existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         what = "--workdir " if existing == target else "a parent of --workdir, "
         raise errors.InputError(
@@ -247,6 +245,17 @@ def check_writable(workdir: PathLike) -> None:
                 open(file, "a").close()  # appends nothing: the file is unchanged
             except OSError as e:
                 raise _not_writable(file, e) from None
+
+
+def nearest_existing(path: PathLike) -> str | None:
+    """The absolute local `path` or, when it does not exist yet, its nearest parent that does
+    (where it will be made); None for a bucket (`gs://...`), which has no such folder."""
+    if "://" in str(path):
+        return None
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
 
 
 def probe_folder(folder: PathLike) -> None:

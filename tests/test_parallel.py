@@ -158,19 +158,14 @@ def _train_args(workdir, *extra):
     ]
 
 
-def _losses(workdir):
-    return [r["train/loss"] for r in workdir_lib.read_metrics(workdir) if "train/loss" in r]
-
-
-def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
-    """jax.distributed with 2 processes x 2 CPU devices = 1 process x 4 devices, step for step;
-    the 2-process run's step-5 checkpoint then resumes in a single 1-device process."""
+def _two_processes(workdir, *extra):
+    """train.py as a run of two processes of 2 CPU devices each, stderr piped."""
     port = _free_port()
-    multi = str(tmp_path / "two_processes")
-    procs = [
+    return [
         subprocess.Popen(
             _train_args(
-                multi,
+                workdir,
+                *extra,
                 f"--coordinator_address=127.0.0.1:{port}",
                 "--num_processes=2",
                 f"--process_id={i}",
@@ -182,6 +177,17 @@ def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
         )
         for i in range(2)
     ]
+
+
+def _losses(workdir):
+    return [r["train/loss"] for r in workdir_lib.read_metrics(workdir) if "train/loss" in r]
+
+
+def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
+    """jax.distributed with 2 processes x 2 CPU devices = 1 process x 4 devices, step for step;
+    the 2-process run's step-5 checkpoint then resumes in a single 1-device process."""
+    multi = str(tmp_path / "two_processes")
+    procs = _two_processes(multi)
     for i, p in enumerate(procs):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-4000:]
@@ -209,26 +215,13 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tm
     """SIGTERM reaches the hosts of a job at different steps, or one host only: the processes
     agree (every STOP_SYNC_EVERY steps) and stop together; they deadlocked before, one waiting
     in a collective for the other."""
-    port = _free_port()
     workdir = str(tmp_path / "run")
-    procs = [
-        subprocess.Popen(
-            _train_args(
-                workdir,
-                "--config.num_train_steps=100000",
-                "--config.eval_every_steps=100000",
-                "--config.checkpoint_every_steps=100000",
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-            ),
-            env=script_env(devices=2),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = _two_processes(
+        workdir,
+        "--config.num_train_steps=100000",
+        "--config.eval_every_steps=100000",
+        "--config.checkpoint_every_steps=100000",
+    )
     deadline = time.time() + 300
     while not (os.path.exists(os.path.join(workdir, workdir_lib.METRICS))
                and len(workdir_lib.read_metrics(workdir)) >= 3):  # fmt: skip

@@ -126,11 +126,9 @@ def last_good(manager: ocp.CheckpointManager) -> str:
 
 
 def _check_free_space(manager, step, state) -> None:
-    directory = manager.directory
-    if "://" in str(directory):  # a bucket: no free-space figure
+    directory = workdir_lib.nearest_existing(manager.directory)  # `checkpoints/`: the 1st save
+    if directory is None:  # a bucket: no free-space figure
         return
-    while not directory.exists():  # `checkpoints/` appears with the first save
-        directory = directory.parent
     needed = sum(x.nbytes for x in jax.tree.leaves(state)) + 2**20
     free = shutil.disk_usage(directory).free
     if free < needed:
@@ -144,11 +142,9 @@ def _check_free_space(manager, step, state) -> None:
 def _check_writable(manager, step) -> None:
     """A step folder Orbax cannot make leaves its background threads waiting minutes for it
     after the run has stopped: a folder that cannot be written is found here first."""
-    directory = manager.directory
-    if "://" in str(directory):
+    directory = workdir_lib.nearest_existing(manager.directory)
+    if directory is None:  # a bucket: nothing to probe
         return
-    while not directory.exists():  # `checkpoints/` appears with the first save
-        directory = directory.parent
     try:
         workdir_lib.probe_folder(directory)
     except OSError as e:
