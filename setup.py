@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Transformer language models (GPT, BERT) in JAX/Flax",
     packages=find_packages(include=["lmjax", "lmjax.*"]),
-    package_data={"lmjax": ["data/assets/*/*", "data/assets/*/*/*", "models/*.cc"]},
+    package_data={"lmjax": ["data/assets/*/*", "data/assets/*/*/*", "models/kernels/*.cc"]},
     python_requires=">=3.11",
     install_requires=[
         # A set installed and tested together (Python 3.11, CPU); see README.

@@ -9,7 +9,7 @@
 # Environment: PYTHON (default .venv/bin/python, else python3), STEPS (20), and the batch per
 # device, GPT_BATCH (32 on GPUs, 8 on TPUs) and BERT_BATCH (256 on GPUs, 64 on TPUs), multiplied
 # by the number of devices (data parallel). The TPU batches are guesses for 16-32 GB chips.
-# On NVIDIA GPUs the GPT runs cuDNN's fused attention; BERT keeps XLA's (attention dropout).
+# Attention is `auto`: the kernel each model takes on these devices is in the table.
 set -u
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON=${PYTHON:-python3}; fi
@@ -36,9 +36,9 @@ read -r BACKEND NDEV <<<"$devices"
 tail -n +2 <<<"$devices"
 
 case $BACKEND in
-  gpu) gpt=${GPT_BATCH:-32} bert=${BERT_BATCH:-256} attention=cudnn ;;
-  tpu) gpt=${GPT_BATCH:-8} bert=${BERT_BATCH:-64} attention=xla ;;
-  *) gpt=${GPT_BATCH:-1} bert=${BERT_BATCH:-2} attention=xla ;;
+  gpu) gpt=${GPT_BATCH:-32} bert=${BERT_BATCH:-256} ;;
+  tpu) gpt=${GPT_BATCH:-8} bert=${BERT_BATCH:-64} ;;
+  *) gpt=${GPT_BATCH:-1} bert=${BERT_BATCH:-2} ;;
 esac
 if [ "$CPU" = 1 ]; then  # one layer of width 64, T32: the presets build and step (and this parses)
   shrink=(--config.model.num_layers=1 --config.model.emb_dim=64 --config.model.num_heads=2
@@ -59,7 +59,7 @@ bench() {  # name, then benchmark.py's flags; its JSON line (the last on stdout)
   fi
 }
 bench gpt2_124m --config=configs/gpt2_124m.py:benchmark --config.batch_size=$((gpt * NDEV)) \
-  --config.model.attention_impl=$attention "${gpt_shrink[@]}"
+  "${gpt_shrink[@]}"
 bench bert_base --config=configs/bert_base.py:benchmark --config.batch_size=$((bert * NDEV)) \
   "${bert_shrink[@]}"
 
@@ -68,21 +68,21 @@ echo
 import json, os, sys
 
 out = sys.argv[1]
-print("| model | params | devices | batch x seq | dtype | ms/step | tokens/s | tokens/s/device | MFU "
-      "| peak/device |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| model | params | devices | batch x seq | dtype | attention | ms/step | tokens/s "
+      "| tokens/s/device | MFU | peak/device |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 failed = 0
 for name in ("gpt2_124m", "bert_base"):
     path = os.path.join(out, name + ".json")
     if not os.path.exists(path):
         failed += 1
-        print(f"| {name} | failed: see {os.path.join(out, name + '.log')} | | | | | | | | |")
+        print(f"| {name} | failed: see {os.path.join(out, name + '.log')} | | | | | | | | | |")
         continue
     r = json.load(open(path))
     print(
         f"| {name} | {r['num_params'] / 1e6:.3g}M | {r['num_devices']} x {r['device']} "
         f"| {r['batch_size']} x {r['seq_len']} "
-        f"| {r['dtype']} | {r['step_ms']:.1f} | {r['tokens_per_sec']:,.0f} "
+        f"| {r['dtype']} | {r['attention_impl']} | {r['step_ms']:.1f} | {r['tokens_per_sec']:,.0f} "
         f"| {r['tokens_per_sec_per_device']:,.0f} | {100 * r['mfu']:.1f}% "
         f"| {r['peak_flops_per_device'] / 1e12:.3g} TFLOP/s, {r['peak_flops_source']} |"
     )

@@ -14,8 +14,9 @@ micro-batches where memory needs it.
 Presets: `:test` (a two-layer model on the embedded Shakespeare text with a small BPE, for CI);
 `:benchmark` (the step alone on one accelerator, random batches; benchmarks/accelerator.sh):
 
-  python experiments/benchmark.py --config=configs/gpt2_124m.py:benchmark --steps=20 \
-      --config.model.attention_impl=cudnn      # on NVIDIA GPUs; TPUs keep "xla"
+  python experiments/benchmark.py --config=configs/gpt2_124m.py:benchmark --steps=20
+
+The attention kernel is the device's own (cuDNN on NVIDIA GPUs, splash on TPUs: `auto`).
 """
 
 import ml_collections
@@ -64,7 +65,6 @@ def get_config(arg=None):
     config.model.dtype = "bfloat16"  # compute; parameters and optimizer state stay float32
     config.model.activation = "gelu_tanh"
     config.model.use_bias = True  # GPT-2 has biases
-    config.model.attention_impl = "auto"  # "cudnn" on NVIDIA GPUs
     config.model.remat = False
     config.model.remat_policy = "nothing_saveable"
 

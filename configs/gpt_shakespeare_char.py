@@ -51,8 +51,6 @@ def get_config(arg=None):
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     config.model.activation = "gelu_tanh"  # gelu_tanh (GPT-2) or gelu (exact erf)
     config.model.use_bias = False  # nanoGPT's shakespeare_char run trains without biases
-    # auto (the CPU kernel where it applies, else xla), xla (explicit einsums), cudnn (fused, GPU)
-    config.model.attention_impl = "auto"
     config.model.remat = False  # recompute block activations in the backward pass
     config.model.remat_policy = "nothing_saveable"  # with remat: a jax.checkpoint_policies name
 

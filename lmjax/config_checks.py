@@ -19,7 +19,8 @@ from absl import logging
 
 from lmjax import errors
 from lmjax.data import books
-from lmjax.models.transformer import ACTIVATIONS, ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
+from lmjax.models import attention
+from lmjax.models.transformer import ACTIVATIONS, DTYPES, MATMUL_IMPLS, REMAT_POLICIES
 
 # The shortest sequence each task can lay out: BERT pretraining needs [CLS] A [SEP] B [SEP] with
 # A and B at least one token each; a classifier [CLS] A [SEP].
@@ -67,9 +68,15 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("model.activation", lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}", "the MLP's"),
     (
         "model.attention_impl",
-        lambda v: v in ATTENTION_IMPLS,
-        f"one of {', '.join(ATTENTION_IMPLS)}",
+        lambda v: v in attention.IMPLS,
+        f"one of {', '.join(attention.IMPLS)}",
         "the attention kernel",
+    ),
+    (
+        "model.matmul_impl",
+        lambda v: v in MATMUL_IMPLS,
+        f"one of {', '.join(MATMUL_IMPLS)}",
+        "how 16-bit matmuls are laid out",
     ),
     (
         "model.remat_policy",

@@ -9,9 +9,13 @@ import ml_collections
 
 
 def add_parallelism(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Mesh axis sizes (product = device count, -1 takes the rest) and the map from the model's
-    logical axis names to mesh axes: data parallelism by default, FSDP over `fsdp`, Megatron-style
-    tensor parallelism over `tensor`."""
+    """How the run maps onto its devices: the model's kernels, the mesh axis sizes (product =
+    device count, -1 takes the rest) and the map from the model's logical axis names to mesh
+    axes: data parallelism by default, FSDP over `fsdp`, Megatron-style tensor parallelism over
+    `tensor`."""
+    # Kernels: "auto" is resolved from the run's devices (lmjax/models/attention.py).
+    config.model.attention_impl = "auto"  # xla, cudnn (NVIDIA), tpu_splash (TPU), cpu_ffi (x86)
+    config.model.matmul_impl = "auto"  # xla, xla_cpu (16-bit matmuls in XLA:CPU's fast forms)
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     config.use_pmap = False  # jax.pmap data parallelism (replicated state) instead of the mesh
     config.grad_accum_steps = 1  # split each batch into this many micro-batches (same update)
@@ -47,6 +51,8 @@ DEFAULTS = {
         "init_from_skip": (),
         "use_pmap": False,
         "grad_accum_steps": 1,
+        "model.attention_impl": "auto",
+        "model.matmul_impl": "auto",
     },
     "clm": {
         "data.tokenizer": "char",

@@ -2,6 +2,7 @@
 
     WORKDIR/
       config.json         the resolved config, written once before the first step
+      kernels.json        the kernels this start took on its devices (`auto` resolved) and why
       tokenizer.json      the tokenizer's spec (+ vocab.txt or hf_tokenizer.json beside it)
       metrics.jsonl       one JSON record per logged step ({"step": 100, "train/loss": ...})
       tensorboard/        the same metrics as TensorBoard event files
@@ -37,6 +38,7 @@ from lmjax import config_defaults, errors
 from lmjax.data import tokenizers
 
 CONFIG = "config.json"
+KERNELS = "kernels.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
@@ -92,6 +94,11 @@ def save_config(config: ml_collections.ConfigDict, workdir: PathLike) -> None:
     file = path(workdir) / CONFIG
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(config.to_json_best_effort(indent=2))
+
+
+def save_kernels(kernels: Mapping[str, Any], workdir: PathLike) -> None:
+    """WORKDIR/kernels.json: {config key: {"impl": ..., "reason": ...}} of this start."""
+    write_json(path(workdir) / KERNELS, {k: dict(v) for k, v in kernels.items()})
 
 
 def has_config(workdir: PathLike) -> bool:

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.models import transformer
+from lmjax.models import attention, transformer
+from lmjax.models.kernels import xla
 from lmjax.models.transformer import Transformer, TransformerConfig
 
 
@@ -108,7 +109,7 @@ def test_full_model_matches_numpy_float64():
 def test_blocked_causal_attention_matches_numpy_float64(monkeypatch, length, explicit_mask):
     """Causal attention in query blocks (the blocks above the diagonal skipped) against float64,
     with a block size that does and does not divide the length, given the mask or not."""
-    monkeypatch.setattr(transformer, "CAUSAL_BLOCK", 4)
+    monkeypatch.setattr(xla, "CAUSAL_BLOCK", 4)
     cfg = _cfg()
     x = np.random.default_rng(1).normal(size=(2, length, cfg.emb_dim)).astype(np.float32)
     _check_causal_attention_against_numpy(cfg, x, explicit_mask)
@@ -159,11 +160,11 @@ def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
     mask = jnp.tril(jnp.ones((10, 10), bool))[None] & real[:, None, :]
 
     def loss(q, k, v):
-        out = transformer.dot_product_attention(q, k, v, mask, causal=True)
+        out = attention.attention(q, k, v, mask_BxTxS=mask, causal=True, impl="xla")
         return jnp.sum(out * g), out
 
     want = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
-    monkeypatch.setattr(transformer, "CAUSAL_BLOCK", 3)
+    monkeypatch.setattr(xla, "CAUSAL_BLOCK", 3)
     got = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -194,7 +195,7 @@ def test_gelu_gradient_matches_float64_finite_differences(name, gelu64):
 def test_causality_by_gradients(monkeypatch, block):
     """The loss at position t has zero gradient w.r.t. inputs after t (and nonzero before),
     with one attention block and with the queries split into causal blocks of 5."""
-    monkeypatch.setattr(transformer, "CAUSAL_BLOCK", block)
+    monkeypatch.setattr(xla, "CAUSAL_BLOCK", block)
     cfg = _cfg()
     params, tokens = _init(cfg)
     model = Transformer(cfg)
@@ -228,9 +229,10 @@ def test_kv_cache_decoding_matches_full_forward(use_bias):
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
 
 
-def test_bfloat16_compute_keeps_float32_params_and_close_logits():
+@pytest.mark.parametrize("matmul_impl", ["xla", "xla_cpu"])
+def test_bfloat16_compute_keeps_float32_params_and_close_logits(matmul_impl):
     cfg32 = _cfg()
-    cfg16 = _cfg(dtype=jnp.bfloat16)
+    cfg16 = _cfg(dtype=jnp.bfloat16, matmul_impl=matmul_impl)
     params, tokens = _init(cfg16)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
     l32 = Transformer(cfg32).apply({"params": params}, tokens)
@@ -244,9 +246,9 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
 def test_bfloat16_matmul_rounds_inputs_sums_in_float32_and_keeps_kernel_grads_float32(
     kernel_NxK, batch
 ):
-    """The bf16 matmul and its two backward matmuls equal float64 products of bf16-rounded
-    operands (rounded once at the end), and the kernel's gradient stays float32; also with the
-    kernel stored [N, K] (a tied embedding as the output layer)."""
+    """`xla_cpu`'s bf16 matmul and its two backward matmuls equal float64 products of
+    bf16-rounded operands (rounded once at the end), and the kernel's gradient stays float32;
+    also with the kernel stored [N, K] (a tied embedding as the output layer)."""
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(batch, 5, 24)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 4, 24) if kernel_NxK else (24, 3, 4)), jnp.float32)
@@ -256,7 +258,7 @@ def test_bfloat16_matmul_rounds_inputs_sums_in_float32_and_keeps_kernel_grads_fl
         return np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)
 
     def f(x, w):
-        return transformer.matmul(x, w, 1, jnp.bfloat16, kernel_NxK=kernel_NxK)
+        return transformer.matmul(x, w, 1, jnp.bfloat16, kernel_NxK=kernel_NxK, impl="xla_cpu")
 
     y, vjp = jax.vjp(f, x, w)
     dx, dw = vjp(g)
@@ -281,7 +283,7 @@ def test_bfloat16_matmuls_compile_to_bfloat16_dots(kernel_NxK):
     w = jnp.ones((32, 48) if kernel_NxK else (48, 32), jnp.float32)
 
     def loss(x, w):
-        return transformer.matmul(x, w, 1, jnp.bfloat16, kernel_NxK=kernel_NxK).sum()
+        return transformer.matmul(x, w, 1, jnp.bfloat16, kernel_NxK, impl="xla_cpu").sum()
 
     hlo = jax.jit(jax.value_and_grad(loss, (0, 1))).lower(x, w).compile().as_text()
     operand_types = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -21,11 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax.models import cpu_attention
-from lmjax.sharding import mesh_axes_size
+from lmjax.models import attention
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-ATTENTION_IMPLS = ("auto", "xla", "cudnn")  # TransformerConfig.attention_impl
+# TransformerConfig.matmul_impl: "xla_cpu" computes 16-bit matmuls in the forms XLA:CPU runs on
+# the CPU's bf16 instructions (`matmul`); "xla" leaves them to the compiler (GPUs, TPUs).
+MATMUL_IMPLS = ("auto", "xla", "xla_cpu")
 # TransformerConfig.remat_policy: the jax.checkpoint_policies that are policies themselves (the
 # others, save_only_these_names, offload_*, ..., make one from arguments a config cannot give).
 REMAT_POLICIES = (
@@ -110,9 +111,10 @@ class TransformerConfig:
     layer_norm_epsilon: float = 1e-5
     init_std: float = 0.02
     scale_residual_init: bool = True  # GPT-2: residual projections' init std / sqrt(2 * layers)
-    # "auto": the CPU kernel (cpu_attention.py) where it applies, else "xla": explicit einsums;
-    # "cudnn": the fused GPU kernel
+    # A kernel of lmjax.models.attention (xla, cudnn, tpu_splash, cpu_ffi); "auto" is resolved
+    # by build.setup from the run's devices (a model built without it runs "xla").
     attention_impl: str = "auto"
+    matmul_impl: str = "auto"  # MATMUL_IMPLS; "auto" as attention_impl ("xla" when unresolved)
     remat: bool = False  # recompute each block's activations in the backward pass
     remat_policy: str = "nothing_saveable"  # what remat keeps: a jax.checkpoint_policies name
 
@@ -121,6 +123,10 @@ class TransformerConfig:
             raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} unknown; known: {list(ACTIVATIONS)}")
+        if self.attention_impl not in attention.IMPLS:
+            raise ValueError(f"attention_impl {self.attention_impl!r} unknown: {attention.IMPLS}")
+        if self.matmul_impl not in MATMUL_IMPLS:
+            raise ValueError(f"matmul_impl {self.matmul_impl!r} unknown; known: {MATMUL_IMPLS}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy {self.remat_policy!r} unknown; known: {REMAT_POLICIES}")
 
@@ -157,11 +163,10 @@ _CONTRACT_LAST = (((1,), (1,)), ((), ()))  # [M,K] x [N,K] -> [M,N]
 
 
 def _row_major_transpose(x_MxK: jax.Array) -> jax.Array:
-    """x.T as a row-major copy on CPU: a 2-D transpose stays a column-major view of x, a 3-D one
-    is copied (and the dot that reads it keeps bf16: 805 vs 384 GFLOP/s at 2048x384x1536).
-    GPUs and TPUs read transposed operands as they are: there, the copy would only cost."""
+    """x.T as a row-major copy for XLA:CPU: a 2-D transpose stays a column-major view of x, a
+    3-D one is copied, and the dot that reads it keeps bf16."""
     m, k = x_MxK.shape
-    if m % 2 or jax.default_backend() != "cpu":
+    if m % 2:
         return x_MxK.T
     return jnp.transpose(x_MxK.reshape(m // 2, 2, k), (2, 0, 1)).reshape(k, m)
 
@@ -201,7 +206,12 @@ _matmul_f32_accumulate.defvjp(_matmul_f32_accumulate_fwd, _matmul_f32_accumulate
 
 
 def matmul(
-    x: jax.Array, kernel: jax.Array, num_in: int = 1, dtype: Any = None, kernel_NxK: bool = False
+    x: jax.Array,
+    kernel: jax.Array,
+    num_in: int = 1,
+    dtype: Any = None,
+    kernel_NxK: bool = False,
+    impl: str = "xla",
 ) -> jax.Array:
     """Contracts the last `num_in` dims of `x` with the first `num_in` of `kernel` (with its
     last dim if `kernel_NxK`: a [vocab, emb] embedding as the output layer), computing in
@@ -209,9 +219,9 @@ def matmul(
 
     Done as one 2-D matmul: with leading batch dims kept, XLA:CPU fused the backward of the
     activation with a transpose of the [B*T, mlp] gradient and the step ran 1.4x slower.
-    In bfloat16 the matmuls, forward and backward, take bfloat16 inputs and return float32
-    (`preferred_element_type`), then round: XLA:CPU runs those on the CPU's bf16 dot
-    instructions at ~2x its float32 rate, while a bf16 -> bf16 dot ran no faster than float32.
+    With `impl="xla_cpu"`, 16-bit matmuls, forward and backward, take 16-bit inputs and return
+    float32 (`preferred_element_type`), then round: XLA:CPU runs those on the CPU's bf16 dot
+    instructions, while a bf16 -> bf16 dot ran no faster than float32.
     """
     dtype = jnp.dtype(dtype or x.dtype)
     if kernel_NxK:
@@ -222,7 +232,7 @@ def matmul(
         in_size, out_shape = math.prod(kernel.shape[:num_in]), kernel.shape[num_in:]
     x_MxK = x.reshape(-1, in_size).astype(dtype)
     w = kernel.reshape(-1, in_size) if kernel_NxK else kernel.reshape(in_size, -1)
-    if dtype.itemsize == 2:
+    if dtype.itemsize == 2 and impl == "xla_cpu":
         y = _matmul_f32_accumulate(x_MxK, w, kernel_NxK)
     else:
         w = w.astype(dtype)
@@ -247,7 +257,7 @@ class Dense(nn.Module):
             nn.with_logical_partitioning(_dense_init(cfg, self.init_scale), self.axes),
             (*x.shape[x.ndim - self.num_in :], *self.features),
         )
-        y = matmul(x, kernel, self.num_in, cfg.dtype)
+        y = matmul(x, kernel, self.num_in, cfg.dtype, impl=cfg.matmul_impl)
         if cfg.use_bias:
             bias = self.param(
                 "bias",
@@ -256,112 +266,6 @@ class Dense(nn.Module):
             )
             y = y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape).astype(cfg.dtype)
         return y
-
-
-# Causal attention splits its queries into blocks of this many; block i attends only to keys
-# up to its own end, so the score blocks above the diagonal are never computed (T=256: 3 of 4
-# blocks); 64-query blocks are slower than 128 (more, smaller matmuls).
-CAUSAL_BLOCK = 128
-
-
-def _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, probs_dropout):
-    scale = q_BxTxHxK.shape[-1] ** -0.5
-    logits_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK * scale, k_BxSxHxK)
-    logits_BxHxTxS = logits_BxHxTxS.astype(jnp.float32)
-    if mask_BxTxS is not None:
-        logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, jnp.finfo(jnp.float32).min)
-    probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
-    if probs_dropout is not None:
-        probs_BxHxTxS = probs_dropout(probs_BxHxTxS)
-    probs_BxHxTxS = probs_BxHxTxS.astype(v_BxSxHxK.dtype)
-    return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
-
-
-def _causal_mask(start: int, end: int) -> jax.Array:
-    """[1, end - start, end]: queries start..end-1 may attend to keys up to their own position."""
-    return (jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None])[None]
-
-
-def dot_product_attention(
-    q_BxTxHxK: jax.Array,
-    k_BxSxHxK: jax.Array,
-    v_BxSxHxK: jax.Array,
-    mask_BxTxS: jax.Array | None,
-    impl: str = "xla",
-    probs_dropout: Callable[[jax.Array], jax.Array] | None = None,
-    causal: bool = False,
-) -> jax.Array:
-    """Softmax attention; `mask_BxTxS` is True where a query may attend to a key, None for
-    every key (every earlier key with `causal=True`, T == S).
-
-    A query with no key to attend to (a row of padding) gets uniform weights, not NaN.
-    `probs_dropout`, if given, is applied to the attention probabilities (BERT). `causal=True`
-    promises that query t attends to no key after position t (a mask may hide more), so the
-    blocks above the diagonal can be skipped. With no mask, cuDNN gets `is_causal` (its causal
-    kernel, no [B, T, S] mask in memory) rather than a mask.
-    """
-    length = q_BxTxHxK.shape[1]
-    if mask_BxTxS is None and causal and k_BxSxHxK.shape[1] != length:
-        raise ValueError(f"causal attention without a mask needs T == S, got {length} queries")
-    if impl == "cudnn":
-        if probs_dropout is not None:
-            raise ValueError("attention_impl='cudnn' has no attention dropout; use 'xla'")
-        return jax.nn.dot_product_attention(
-            q_BxTxHxK,
-            k_BxSxHxK,
-            v_BxSxHxK,
-            mask=None if mask_BxTxS is None else mask_BxTxS[:, None],
-            is_causal=causal and mask_BxTxS is None,
-            implementation="cudnn",
-        )
-    # On CPU, 16-bit attention runs in float32: XLA:CPU upcasts these batched dots anyway (not
-    # YNNPACK's form), and in bf16 the backward pass sums the causal blocks' key/value
-    # gradients through chains of converts.
-    dtype = q_BxTxHxK.dtype
-    if dtype.itemsize == 2 and jax.default_backend() == "cpu":
-        q_BxTxHxK, k_BxSxHxK, v_BxSxHxK = (
-            a.astype(jnp.float32) for a in (q_BxTxHxK, k_BxSxHxK, v_BxSxHxK)
-        )
-    if not causal or length <= CAUSAL_BLOCK or k_BxSxHxK.shape[1] != length:
-        if mask_BxTxS is None and causal:
-            mask_BxTxS = _causal_mask(0, length)
-        out = _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, probs_dropout)
-        return out.astype(dtype)
-    outs = []
-    for start in range(0, length, CAUSAL_BLOCK):
-        end = min(start + CAUSAL_BLOCK, length)
-        if mask_BxTxS is None:
-            block_mask = _causal_mask(start, end)
-        else:
-            block_mask = mask_BxTxS[:, start:end, :end]
-        outs.append(
-            _softmax_attention(
-                q_BxTxHxK[:, start:end],
-                k_BxSxHxK[:, :end],
-                v_BxSxHxK[:, :end],
-                block_mask,
-                probs_dropout,
-            )
-        )
-    return jnp.concatenate(outs, axis=1).astype(dtype)
-
-
-def _cpu_kernel_attention(qkv_BxTxHx3xK: jax.Array, head_dim: int) -> jax.Array | None:
-    """Causal attention by the CPU kernel (`cpu_attention.py`), on each device's shard of the
-    batch and heads under a mesh; None where it does not apply (not the CPU, a head dim that is
-    not a multiple of 16, no C++ compiler, the length or head dim split over devices, a batch
-    or head count that the mesh does not divide)."""
-    if not cpu_attention.applies(head_dim):
-        return None
-    mesh = jax.sharding.get_abstract_mesh()
-    spec = None
-    if not mesh.empty and mesh.size > 1:
-        spec = nn.logical_to_mesh_axes(("batch", "length", "heads", None, "kv"))
-        for dim, axes in enumerate(spec):  # dims 1 and 4 (length, head dim) must stay whole
-            split = mesh_axes_size(mesh, axes)
-            if split > 1 and (dim in (1, 4) or qkv_BxTxHx3xK.shape[dim] % split):
-                return None
-    return cpu_attention.causal_attention(qkv_BxTxHx3xK, spec)
 
 
 class MultiHeadAttention(nn.Module):
@@ -391,32 +295,32 @@ class MultiHeadAttention(nn.Module):
             probs_dropout = nn.Dropout(
                 cfg.attention_dropout_rate, deterministic=False, name="probs_dropout"
             )
-        out_BxTxHxK = None  # the CPU kernel's, where it applies; else the einsums below
-        plain_causal = cfg.causal and not decode and mask_BxTxS is None and probs_dropout is None
-        if cfg.attention_impl == "auto" and plain_causal:
-            out_BxTxHxK = _cpu_kernel_attention(qkv, head_dim)
-        if out_BxTxHxK is None:
-            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
-            if decode:
-                # Write this call's keys/values at `cache_index` and attend over the whole cache;
-                # `mask_BxTxS` (built by the caller) hides the slots not yet written.
-                batch, _, heads, _ = k_BxTxHxK.shape
-                shape = (batch, cfg.max_len, heads, head_dim)
-                cached_k = self.variable("cache", "k", jnp.zeros, shape, k_BxTxHxK.dtype)
-                cached_v = self.variable("cache", "v", jnp.zeros, shape, v_BxTxHxK.dtype)
-                start = (0, cache_index, 0, 0)
-                cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
-                cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
-                k_BxTxHxK, v_BxTxHxK = cached_k.value, cached_v.value
-            out_BxTxHxK = dot_product_attention(
-                q_BxTxHxK,
-                k_BxTxHxK,
-                v_BxTxHxK,
-                mask_BxTxS,
-                impl=cfg.attention_impl,
-                probs_dropout=probs_dropout,
-                causal=cfg.causal and not decode,
+        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+        if decode:
+            # Write this call's keys/values at `cache_index` and attend over the whole cache;
+            # `mask_BxTxS` (built by the caller) hides the slots not yet written.
+            batch, _, heads, _ = k_BxTxHxK.shape
+            shape = (batch, cfg.max_len, heads, head_dim)
+            cached_k = self.variable("cache", "k", jnp.zeros, shape, k_BxTxHxK.dtype)
+            cached_v = self.variable("cache", "v", jnp.zeros, shape, v_BxTxHxK.dtype)
+            start = (0, cache_index, 0, 0)
+            cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
+            cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
+            k_BxTxHxK, v_BxTxHxK = cached_k.value, cached_v.value
+        dtype = q_BxTxHxK.dtype
+        if cfg.matmul_impl == "xla_cpu" and dtype.itemsize == 2:
+            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = attention.float32_inputs(
+                q_BxTxHxK, k_BxTxHxK, v_BxTxHxK
             )
+        out_BxTxHxK = attention.attention(
+            q_BxTxHxK,
+            k_BxTxHxK,
+            v_BxTxHxK,
+            mask_BxTxS=mask_BxTxS,
+            causal=cfg.causal and not decode,
+            impl=cfg.attention_impl,
+            probs_dropout=probs_dropout,
+        ).astype(dtype)
         out_BxTxD = Dense(
             (cfg.emb_dim,),
             ("heads", "kv", "embed"),
@@ -593,6 +497,8 @@ class Transformer(nn.Module):
         x_BxTxD, embedding_VxD = self.encode(tokens_BxT, decode=decode, train=train)
         if cfg.norm_position == "pre":  # post-LN blocks end in a LayerNorm already
             x_BxTxD = layer_norm(cfg, "ln_final")(x_BxTxD)
-        logits_BxTxV = matmul(x_BxTxD, embedding_VxD, dtype=cfg.dtype, kernel_NxK=True)
+        logits_BxTxV = matmul(
+            x_BxTxD, embedding_VxD, dtype=cfg.dtype, kernel_NxK=True, impl=cfg.matmul_impl
+        )
         logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
         return logits_BxTxV.astype(jnp.float32)

@@ -32,6 +32,7 @@ class Task(Protocol):
     """What an objective provides. `config` is the run's resolved config."""
 
     name: ClassVar[str]  # the `config.task` that selects it
+    CAUSAL: ClassVar[bool]  # whether its model attends only to earlier tokens (kernel choice)
     config: ml_collections.ConfigDict
 
     @classmethod
@@ -118,6 +119,7 @@ class BertTask(BaseTask):
     """What the BERT-family tasks share: the encoder's inputs and its init."""
 
     INPUTS: ClassVar[tuple[str, ...]] = ("input_ids", "token_type_ids", "attention_mask")
+    CAUSAL: ClassVar[bool] = False
 
     def inputs(self, batch: Batch) -> dict:
         return {k: batch[k] for k in self.INPUTS}

@@ -95,6 +95,7 @@ class Clm(base.BaseTask):
     """Next-token cross-entropy of a decoder-only Transformer (GPT)."""
 
     name: ClassVar[str] = "clm"
+    CAUSAL: ClassVar[bool] = True
 
     def make_data(self, workdir: str | None = None) -> pipeline.TaskData:
         """The corpus split as nanoGPT: the first `train_fraction` of the tokens train. With

@@ -24,20 +24,24 @@ import jax
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from lmjax import errors, tasks
+from lmjax.models import attention
 from lmjax.train import parallel, step
 
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """What a run needs first: its resolved config, its task, the device mesh and axis rules."""
+    """What a run needs first: its resolved config, its task, the device mesh and axis rules,
+    and the kernels `auto` took on the mesh's devices (the task's config holds them)."""
 
     config: ml_collections.ConfigDict
     task: tasks.Task
     mesh: Mesh
     rules: tuple
+    kernels: dict[str, attention.Choice]  # {"attention_impl": Choice, "matmul_impl": Choice}
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
@@ -58,25 +62,41 @@ def setup(
     workdir: str | None = None,
 ) -> Setup:
     """Resolves `config` (`tasks.resolve_config`, for a run in `workdir`: its values are checked
-    there), makes its mesh (over `devices`, default all; or `mesh` as given) and checks that the
-    batch and the model divide over it."""
+    there), makes its mesh (over `devices`, default all; or `mesh` as given), checks that the
+    batch and the model divide over it and picks the kernels (`resolve_kernels`)."""
     config = tasks.resolve_config(config, workdir)
     mesh = parallel.make_mesh(config.mesh, devices) if mesh is None else mesh
-    _check_kernels(config, mesh)
+    kernels = resolve_kernels(config, mesh)
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
     parallel.check_batch_size(config.batch_size, mesh, rules, config.grad_accum_steps)
     parallel.check_model_fits_mesh(config.model, mesh, rules)
-    return Setup(config, tasks.get_task(config), mesh, rules)
+    with_kernels = config.copy_and_resolve_references()
+    for key, choice in kernels.items():
+        with_kernels.model[key] = choice.impl
+        logging.info("model.%s: %s (%s)", key, choice.impl, choice.reason)
+    return Setup(config, tasks.get_task(with_kernels), mesh, rules, kernels)
 
 
-def _check_kernels(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
-    """InputError, before any data is read, for a kernel the mesh's devices cannot run."""
-    platforms = sorted({d.platform for d in mesh.devices.flat})
-    if config.model.get("attention_impl") == "cudnn" and platforms != ["gpu"]:
-        raise errors.InputError(
-            f"config.model.attention_impl='cudnn' needs NVIDIA GPUs and this run's devices are "
-            f"{', '.join(platforms)}: use auto (the best kernel for the device) or xla"
-        )
+def resolve_kernels(config: ml_collections.ConfigDict, mesh: Mesh) -> dict[str, attention.Choice]:
+    """The attention and matmul kernels of `config.model` on the mesh's devices (`auto` picks
+    the fastest that supports the model: `attention.resolve`); InputError, before any data is
+    read, for a named kernel they cannot run. Builds the CPU kernel when it is taken."""
+    model, devices = config.model, list(mesh.devices.flat)
+    try:
+        return {
+            "attention_impl": attention.resolve(
+                model.attention_impl,
+                devices,
+                causal=tasks.task_class(config.task).CAUSAL,
+                head_dim=model.emb_dim // model.num_heads,
+                seq_len=config.seq_len,
+                dtype=jax.numpy.dtype(model.get("dtype", "float32")),
+                dropout=model.get("attention_dropout_rate", 0.0) > 0,
+            ),
+            "matmul_impl": attention.resolve_matmul(model.matmul_impl, devices),
+        }
+    except ValueError as e:
+        raise errors.InputError(f"config.model.{e}") from None
 
 
 @dataclasses.dataclass(frozen=True)

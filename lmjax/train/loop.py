@@ -8,6 +8,7 @@ shares with `config.init_from`'s latest checkpoint loaded (fine-tuning).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -156,6 +157,7 @@ def _train(
     # The checkpoint or init_from fits the config too: the run now writes its workdir.
     if jax.process_index() == 0:
         workdir_lib.save_config(config, workdir)
+        workdir_lib.save_kernels({k: dataclasses.asdict(c) for k, c in s.kernels.items()}, workdir)
         workdir_lib.save_tokenizer(data.tokenizer, workdir)
     writer = MetricWriter(workdir)
     first_step = int(state["step"])

@@ -1,15 +1,15 @@
-"""Causal self-attention on the CPU as one XLA custom call (C++: `cpu_attention.cc`).
+"""Causal self-attention on x86 CPUs as XLA custom calls (C++: `cpu_ffi.cc`).
 
 XLA:CPU runs attention's batched score and value matmuls on one thread, each product written out
 between fusions; the kernel here runs each (batch, head) pair as a task on XLA's thread pool and
-keeps a few rows of scores at a time, which makes a layer's attention about twice as fast as
-the einsums (docs/benchmarks.md, "Where the time goes").
+keeps a few rows of scores at a time (docs/benchmarks.md, "Where the time goes").
 
 The C++ source is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++`) for
 the CPU it runs on, and the library cached under `$XDG_CACHE_HOME/lmjax` (default `~/.cache`),
 keyed by the source, jaxlib's version, the compiler and the CPU's flags (where that is not
-writable: the temporary directory). Without a compiler, or if the build fails, `available()` is
-False (with one warning) and the model keeps the einsums.
+writable: the temporary directory). `build.setup` builds it (`available()`) when it picks the
+kernel, so no compiler runs while a step is traced; without a compiler, or if the build fails,
+`available()` is False, with the reason (`build_error()`), and `auto` takes the einsums.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import jaxlib
-from absl import logging
 
-_SOURCE = pathlib.Path(__file__).with_name("cpu_attention.cc")
+_SOURCE = pathlib.Path(__file__).with_name("cpu_ffi.cc")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
+VECTOR = 16  # the kernel's vector width in floats: the head dim is a multiple of it
 _TARGETS = {
     "lmjax_causal_attention_fwd": "LmjaxCausalAttentionFwd",
     "lmjax_causal_attention_bwd": "LmjaxCausalAttentionBwd",
@@ -38,7 +38,7 @@ _TARGETS = {
 
 @functools.cache
 def _cpu_flags() -> str:
-    """/proc/cpuinfo's first flags line, read once (`applies` asks at every layer traced)."""
+    """/proc/cpuinfo's first flags line, read once."""
     try:
         with open("/proc/cpuinfo") as f:
             return next((line for line in f if line.startswith(("flags", "Features"))), "")
@@ -55,7 +55,7 @@ def _build(compiler: str) -> pathlib.Path:
         ).encode()
     ).hexdigest()[:16]
     cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-    path = cache / "lmjax" / f"cpu_attention-{key}.so"
+    path = cache / "lmjax" / f"cpu_ffi-{key}.so"
     if path.exists():
         return path
     try:
@@ -78,35 +78,44 @@ def _build(compiler: str) -> pathlib.Path:
 
 
 @functools.cache
-def available() -> bool:
-    """Whether the kernel is built and registered with XLA:CPU (built on the first call)."""
+def build_error() -> str | None:
+    """Builds the kernel and registers it with XLA:CPU (once); why it could not, or None."""
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
-        logging.warning("No C++ compiler (CXX, c++) found: attention uses XLA's einsums on CPU.")
-        return False
+        return "no C++ compiler ($CXX, c++) to build it"
     try:
         library = ctypes.CDLL(str(_build(compiler)))
     except (OSError, RuntimeError) as e:
-        logging.warning("CPU attention kernel unavailable, XLA's einsums instead: %s", e)
-        return False
+        return f"its build failed: {str(e).splitlines()[0]}"
     for target, symbol in _TARGETS.items():
         capsule = jax.ffi.pycapsule(getattr(library, symbol))
         jax.ffi.register_ffi_target(target, capsule, platform="cpu")
-    return True
+    return None
+
+
+def available() -> bool:
+    """Whether the kernel is built and registered (built on the first call)."""
+    return build_error() is None
 
 
 def measured_cpu() -> bool:
-    """Whether this CPU is of a kind the kernel was measured faster on than the einsums: x86
-    with AVX2 or AVX-512 (/proc/cpuinfo's flags). Elsewhere (Arm, older x86) it was never
+    """Whether this host's CPU is of a kind the kernel was measured faster on than the einsums:
+    x86 with AVX2 or AVX-512 (/proc/cpuinfo's flags). Elsewhere (Arm, older x86) it was never
     timed, and a build with vectors wider than the registers ran 10-20x slower."""
     flags = _cpu_flags().split()
     return "avx2" in flags or "avx512f" in flags
 
 
-def applies(head_dim: int) -> bool:
-    """Whether `causal_attention` can run here: the CPU backend on a `measured_cpu`, a head dim
-    that is a multiple of 16 (the kernel's vector width), the kernel built."""
-    return jax.default_backend() == "cpu" and head_dim % 16 == 0 and measured_cpu() and available()
+def unsupported(head_dim: int, causal: bool) -> str | None:
+    """Why the kernel cannot run this model on this host's CPU, or None when it can (building
+    it first)."""
+    if not causal:
+        return "the CPU kernel is causal only"
+    if head_dim % VECTOR:
+        return f"the CPU kernel needs a head dim that is a multiple of {VECTOR}"
+    if not measured_cpu():
+        return "the CPU kernel is used on x86 CPUs with AVX2 or AVX-512 only"
+    return build_error()
 
 
 def _forward(qkv_BxTxHx3xK):
@@ -139,24 +148,12 @@ def _attention_bwd(residuals, dout_BxTxHxK):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def causal_attention(qkv_BxTxHx3xK: jax.Array, spec: jax.P | None = None) -> jax.Array:
-    """softmax(q k^T / sqrt(K) + causal mask) v for the fused projection [B, T, H, 3, K]
-    (q, k, v on axis 3); returns [B, T, H, K] in qkv's dtype (computed in float32).
+def causal_attention(q_BxTxHxK: jax.Array, k_BxTxHxK: jax.Array, v_BxTxHxK: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(K) + causal mask) v on one device, in float32; returns q's dtype.
 
-    `spec` (a PartitionSpec of qkv, its length and `3, K` axes unsplit) runs the kernel on each
-    device's shard inside `jax.shard_map`, over the mesh in context (`jax.set_mesh`): XLA cannot
-    split a custom call by itself and would gather the whole batch onto every device.
-    """
+    The kernel reads the fused projection [B, T, H, 3, K]: q, k and v sliced from one such
+    array (the model's) are stacked back without a copy (XLA folds the slices)."""
     if not available():
-        raise RuntimeError("the CPU attention kernel could not be built (see the warning above)")
-    dtype = qkv_BxTxHx3xK.dtype
-    fn = _attention
-    if spec is not None:
-        batch, _, heads, _, _ = spec
-        fn = jax.shard_map(
-            _attention,
-            in_specs=jax.P(batch, None, heads, None, None),
-            out_specs=jax.P(batch, None, heads, None),
-            check_vma=False,
-        )
-    return fn(qkv_BxTxHx3xK.astype(jnp.float32)).astype(dtype)
+        raise RuntimeError(f"the CPU attention kernel is unavailable: {build_error()}")
+    qkv_BxTxHx3xK = jnp.stack([q_BxTxHxK, k_BxTxHxK, v_BxTxHxK], axis=3).astype(jnp.float32)
+    return _attention(qkv_BxTxHx3xK).astype(q_BxTxHxK.dtype)

@@ -1,6 +1,6 @@
 // Causal softmax self-attention for XLA:CPU, as two FFI custom calls (forward, backward).
 //
-// Built and registered by cpu_attention.py. XLA:CPU runs attention's batched score and value
+// Built and registered by cpu_ffi.py. XLA:CPU runs attention's batched score and value
 // matmuls on one thread, each materialised between fusions; here every (batch, head) pair is one
 // task on XLA's intra-op thread pool, and a task keeps its scores in a few rows at a time.
 // Forward: S = (q / sqrt(K)) k^T, P = softmax(S) over keys j <= i, O = P v; it returns O and the

@@ -1,5 +1,5 @@
-"""The CPU attention kernel (lmjax/models/cpu_attention.py): against float64 numpy, in the
-model against the einsums, and sharded over a mesh without gathering the batch."""
+"""The CPU attention kernel (lmjax/models/kernels/cpu_ffi.py): against float64 numpy, in the
+model against the einsums, sharded over a mesh without gathering the batch, and its build."""
 
 import os
 import subprocess
@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from lmjax.models import cpu_attention, transformer
+from lmjax.models import transformer
+from lmjax.models.kernels import cpu_ffi
 from tests.conftest import REPO, script_env
 
 
@@ -36,8 +37,8 @@ def _reference(qkv, dout):
 
 def test_the_kernel_builds_here():
     # CI's machine has a C++ compiler: a kernel that stopped building would otherwise only
-    # show as a slower step (the model falls back to the einsums).
-    assert cpu_attention.available()
+    # show as a slower step (auto would take the einsums).
+    assert cpu_ffi.build_error() is None
 
 
 @pytest.mark.parametrize(
@@ -54,7 +55,8 @@ def test_forward_and_gradient_match_float64(shape, scale):
     key_qkv, key_dout = jax.random.split(jax.random.PRNGKey(0))
     qkv = scale * jax.random.normal(key_qkv, (b, t, h, 3, k), jnp.float32)
     dout = jax.random.normal(key_dout, (b, t, h, k), jnp.float32)
-    out, vjp = jax.vjp(jax.jit(cpu_attention.causal_attention), qkv)
+    fused = lambda qkv: cpu_ffi.causal_attention(qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2])
+    out, vjp = jax.vjp(jax.jit(fused), qkv)
     (dqkv,) = vjp(dout)
     want_out, want_dqkv = _reference(qkv, dout)
     np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-5)
@@ -75,29 +77,34 @@ def _loss_and_grads(impl):
         return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
     step = jax.jit(jax.value_and_grad(loss))
-    return step(params), step.lower(params).as_text()
+    return step(params), step.lower(params).compile().as_text()
 
 
 def test_model_with_the_kernel_matches_the_einsums():
-    (loss_auto, grads_auto), hlo_auto = _loss_and_grads("auto")
+    """Same loss and gradients; the kernel reads the fused projection as it is (the slices of
+    q, k, v stacked back fold into a bitcast: no copy, no concatenate)."""
+    (loss_ffi, grads_ffi), hlo_ffi = _loss_and_grads("cpu_ffi")
     (loss_xla, grads_xla), hlo_xla = _loss_and_grads("xla")
-    assert "lmjax_causal_attention_fwd" in hlo_auto and "lmjax_causal_attention_bwd" in hlo_auto
+    assert "lmjax_causal_attention_fwd" in hlo_ffi and "lmjax_causal_attention_bwd" in hlo_ffi
     assert "lmjax_causal_attention" not in hlo_xla
-    np.testing.assert_allclose(loss_auto, loss_xla, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(grads_auto), jax.tree.leaves(grads_xla), strict=True):
+    calls = [line for line in hlo_ffi.splitlines() if "lmjax_causal_attention_fwd" in line]
+    assert all("custom-call(%bitcast" in line for line in calls), calls
+    np.testing.assert_allclose(loss_ffi, loss_xla, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_ffi), jax.tree.leaves(grads_xla), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 _SHARDED = """
 import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
-from lmjax.models import transformer
+from lmjax.models import attention
 auto = (jax.sharding.AxisType.Auto,) * 2  # as lmjax.train.parallel.make_mesh
 mesh = jax.make_mesh((2, 4), ("data", "tensor"), axis_types=auto)
 rules = (("batch", "data"), ("heads", "tensor"))
 qkv = jax.random.normal(jax.random.PRNGKey(0), (4, 40, 4, 3, 16))
 dout = jax.random.normal(jax.random.PRNGKey(1), (4, 40, 4, 16))
 def attend(qkv):
-    return transformer._cpu_kernel_attention(qkv, 16)
+    q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+    return attention.attention(q, k, v, mask_BxTxS=None, causal=True, impl="cpu_ffi")
 with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     spec = jax.NamedSharding(mesh, jax.P("data", None, "tensor"))
     f = jax.jit(lambda x, g: jax.vjp(attend, x)[1](g)[0] + attend(x).sum(), in_shardings=spec)
@@ -110,9 +117,8 @@ with jax.set_mesh(mesh), nn.logical_axis_rules(rules):  # 3 rows over data=2: th
     odd = jax.jit(attend).lower(qkv[:3]).compile().as_text()
 assert "lmjax_causal_attention" not in odd, odd
 # Under pmap (one call per device) and vmap (one call per row, sequentially), the same numbers.
-from lmjax.models import cpu_attention
 stacked = jax.random.normal(jax.random.PRNGKey(2), (8, 2, 24, 2, 3, 16))
-grad = lambda x: jax.grad(lambda y: jnp.sum(cpu_attention.causal_attention(y) ** 2))(x)
+grad = lambda x: jax.grad(lambda y: jnp.sum(attend(y) ** 2))(x)
 each = np.stack([jax.jit(grad)(x) for x in stacked])
 np.testing.assert_array_equal(jax.pmap(grad)(stacked), each)
 np.testing.assert_array_equal(jax.vmap(grad)(stacked), each)
@@ -136,16 +142,16 @@ def test_sharded_pmapped_and_vmapped():
 
 
 _AVX2 = """
-from lmjax.models import cpu_attention
-from tests.test_cpu_attention import test_forward_and_gradient_match_float64 as check
-cpu_attention._FLAGS[cpu_attention._FLAGS.index("-march=native")] = "-march=haswell"
+from lmjax.models.kernels import cpu_ffi
+from tests.test_attention_cpu_ffi import test_forward_and_gradient_match_float64 as check
+cpu_ffi._FLAGS[cpu_ffi._FLAGS.index("-march=native")] = "-march=haswell"
 for shape, scale in [((2, 37, 3, 16), 1.0), ((2, 130, 2, 64), 1.0), ((1, 20, 2, 16), 30.0)]:
     check(shape, scale)
 print("OK")
 """
 
 
-@pytest.mark.skipif(not cpu_attention.measured_cpu(), reason="runs AVX2 code")
+@pytest.mark.skipif(not cpu_ffi.measured_cpu(), reason="runs AVX2 code")
 def test_an_avx2_build_matches_float64(tmp_path):
     """Built for AVX2 without AVX-512 (8-float vectors, 6 x 2 tiles: another code path), the
     kernel gives the same numbers."""
@@ -159,32 +165,39 @@ def test_an_avx2_build_matches_float64(tmp_path):
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
     (library,) = os.listdir(tmp_path / "lmjax")  # built here, not the native one from the cache
-    assert library.startswith("cpu_attention-")
+    assert library.startswith("cpu_ffi-")
 
 
 def test_only_measured_cpu_kinds_take_the_kernel(monkeypatch):
-    assert cpu_attention.available()  # built (and cached) under this CPU's real flags first
+    assert cpu_ffi.available()  # built (and cached) under this CPU's real flags first
     arm = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp"
-    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: arm)
-    assert not cpu_attention.measured_cpu() and not cpu_attention.applies(64)
+    monkeypatch.setattr(cpu_ffi, "_cpu_flags", lambda: arm)
+    assert not cpu_ffi.measured_cpu()
+    assert cpu_ffi.unsupported(64, causal=True) == (
+        "the CPU kernel is used on x86 CPUs with AVX2 or AVX-512 only"
+    )
     old_x86 = "flags\t\t: fpu vme de pse tsc msr sse sse2 ssse3 sse4_1 sse4_2 avx"
-    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: old_x86)
-    assert not cpu_attention.applies(64)
-    monkeypatch.setattr(cpu_attention, "_cpu_flags", lambda: old_x86 + " fma avx2")
-    assert cpu_attention.applies(64) and not cpu_attention.applies(40)
+    monkeypatch.setattr(cpu_ffi, "_cpu_flags", lambda: old_x86)
+    assert cpu_ffi.unsupported(64, causal=True) is not None
+    monkeypatch.setattr(cpu_ffi, "_cpu_flags", lambda: old_x86 + " fma avx2")
+    assert cpu_ffi.unsupported(64, causal=True) is None
+    assert cpu_ffi.unsupported(40, causal=True) == (
+        "the CPU kernel needs a head dim that is a multiple of 16"
+    )
+    assert cpu_ffi.unsupported(64, causal=False) == "the CPU kernel is causal only"
 
 
 def test_cache_is_keyed_by_the_source(tmp_path, monkeypatch):
     """A changed kernel source builds a new library instead of loading a stale one."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     compiler = "c++"
-    first = cpu_attention._build(compiler)
+    first = cpu_ffi._build(compiler)
     assert first.parent == tmp_path / "lmjax" and first.exists()
-    assert cpu_attention._build(compiler) == first  # cached: not rebuilt
-    edited = tmp_path / "cpu_attention.cc"
-    edited.write_text(cpu_attention._SOURCE.read_text() + "\n// edited\n")
-    monkeypatch.setattr(cpu_attention, "_SOURCE", edited)
-    second = cpu_attention._build(compiler)
+    assert cpu_ffi._build(compiler) == first  # cached: not rebuilt
+    edited = tmp_path / "cpu_ffi.cc"
+    edited.write_text(cpu_ffi._SOURCE.read_text() + "\n// edited\n")
+    monkeypatch.setattr(cpu_ffi, "_SOURCE", edited)
+    second = cpu_ffi._build(compiler)
     assert second != first and second.exists()
     # Built in a temporary directory and renamed: nothing else is left in the cache.
     assert sorted(os.listdir(tmp_path / "lmjax")) == sorted([first.name, second.name])
@@ -196,6 +209,6 @@ def test_unwritable_cache_builds_in_the_temporary_directory(tmp_path, monkeypatc
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_dir))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    monkeypatch.setattr(cpu_attention.tempfile, "tempdir", None)  # re-read TMPDIR
-    path = cpu_attention._build("c++")
+    monkeypatch.setattr(cpu_ffi.tempfile, "tempdir", None)  # re-read TMPDIR
+    path = cpu_ffi._build("c++")
     assert path.parent == tmp_path / "tmp" / f"lmjax-{os.getuid()}" and path.exists()
