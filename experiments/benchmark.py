@@ -13,6 +13,10 @@ the CPU) and in its peer (nanoGPT, Hugging Face transformers: PyTorch on the CPU
 import) one after the other, and prints a markdown table.
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
 import json
 import os
 import sys

@@ -12,6 +12,10 @@ writes blimp.json and blimp.png into the workdir (beside --output when given) an
 --output, one JSON line per pair. See docs/blimp.md.
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
 import os
 
 from absl import flags

@@ -11,6 +11,10 @@ Runs live in WORKDIR/<checkpoint>/<task>/lr=<lr>,seed=<seed>; rerunning skips fi
 rewrites the tables. See lmjax/sweep/glue.py.
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
 import os
 
 from absl import flags

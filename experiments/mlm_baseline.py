@@ -7,6 +7,10 @@ What an encoder must beat to have learned more than word frequencies.
       --config.data.path=../shared/data/gutenberg/books
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
 import json
 
 import numpy as np

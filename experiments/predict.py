@@ -8,6 +8,10 @@
 example in file order: the label (e.g. `entailment`) or, for STS-B, the score with 3 decimals.
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
 from absl import flags
 
 from lmjax import cli

@@ -7,25 +7,27 @@ the optimized HLO): matmuls against the rest, grouped by layer op, the slowest o
 Run it on a quiet machine; the trace itself slows the step a little.
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
+import contextlib
+import glob
 import os
+import statistics
 import tempfile
+import time
 
-# Before JAX starts: XLA writes the optimized HLO of the train step here.
-_DUMP = tempfile.mkdtemp(prefix="lmjax_hlo_")
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={_DUMP} --xla_dump_hlo_module_re=train_step"
-)
+import jax
+from absl import flags
+from ml_collections import config_flags
 
-import glob  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from lmjax import cli  # noqa: E402
-from lmjax.train import benchmark, profile  # noqa: E402
+from lmjax import cli
+from lmjax.train import benchmark, profile
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Traced steps (after compilation and warmup).")
@@ -36,6 +38,22 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
+    with contextlib.ExitStack() as temporary:  # both folders removed at the end
+        dump = temporary.enter_context(tempfile.TemporaryDirectory(prefix="lmjax_hlo_"))
+        trace_dir = _TRACE_DIR.value or temporary.enter_context(
+            tempfile.TemporaryDirectory(prefix="lmjax_trace_")
+        )
+        # Read when XLA's backend starts (at the first computation, after this): where to write
+        # the optimized HLO of the train step. A dump flag the user set is replaced, not doubled.
+        kept = [
+            f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_dump")
+        ]
+        dump_flags = [f"--xla_dump_to={dump}", "--xla_dump_hlo_module_re=train_step"]
+        os.environ["XLA_FLAGS"] = " ".join([*kept, *dump_flags])
+        _profile(dump, trace_dir)
+
+
+def _profile(dump: str, trace_dir: str) -> None:
     with benchmark.ready_step(_CONFIG.value) as ready:  # the batch benchmark.py times
         config, state, (batch,) = ready.setup.config, ready.state, ready.batches
         times = []
@@ -45,12 +63,11 @@ def main(argv):
             jax.block_until_ready(metrics)
             if i >= 3:
                 times.append(time.perf_counter() - start)
-        trace_dir = _TRACE_DIR.value or tempfile.mkdtemp(prefix="lmjax_trace_")
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(_STEPS.value):
                 state, metrics = ready.steps.train(state, batch)
             jax.block_until_ready(metrics)
-    (hlo,) = glob.glob(f"{_DUMP}/*train_step*after_optimizations.txt")
+    (hlo,) = glob.glob(f"{dump}/*train_step*after_optimizations.txt")
     (trace,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
     with open(hlo) as f:
         ops = profile.parse_hlo(f.read())

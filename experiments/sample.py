@@ -4,6 +4,10 @@
       --temperature=0.8 --top_k=40 --top_p=0.95 --seed=0
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
 import jax
 from absl import flags
 

@@ -8,6 +8,10 @@ runs this same command and `jax.distributed.initialize()` finds the others. Else
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` to each process.
 """
 
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
+
 from absl import flags, logging
 from ml_collections import config_flags
 

@@ -39,13 +39,9 @@ _VERBOSE = flags.DEFINE_boolean("verbose", False, "On an error, print its full t
 
 def run(main: Callable[[list[str]], Any]) -> None:
     """`absl.app.run(main)`, with the command line parsed by `parse_flags` and the errors of
-    `main` reported as the module says. First, on Linux, the process restarts once with glibc's
-    malloc set to keep its memory (`host_malloc`: XLA:CPU's per-step temporaries), when `main`
-    is the program's (not when a test or a notebook calls `run`)."""
-    if getattr(main, "__module__", None) == "__main__":
-        if message := host_malloc.opt_out_error():
-            fail(message, EXIT_INPUT)
-        host_malloc.restart_tuned()
+    `main` reported as the module says (an `LMJAX_MALLOC` that is not a setting first)."""
+    if message := host_malloc.opt_out_error():
+        fail(message, EXIT_INPUT)
     app.run(functools.partial(_call, main), flags_parser=parse_flags)
 
 

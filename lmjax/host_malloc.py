@@ -1,4 +1,5 @@
-"""Every entry point restarts itself once with glibc's malloc set to keep the memory it gets.
+"""On a CPU host, the entry points that run steps restart once with glibc's malloc set to keep
+the memory it gets: `restart_tuned(__name__)`, the first statement of each of them.
 
 XLA:CPU allocates the buffers of a step's temporaries each time the step runs and frees them
 afterwards (~600 MB a step at L6 C384 T256 B8). glibc serves blocks that large with a fresh
@@ -13,14 +14,18 @@ the high-water mark of its heap, fragmented by blocks of many lifetimes (about t
 resident memory at that shape). Figures: docs/benchmarks.md, "Where the time goes".
 
 glibc reads its tunables when a process starts, hence the restart: `os.execve` of the same
-command line (same PID, nothing run yet: `cli.run` calls `restart_tuned` before it parses the
-flags). Nothing happens off Linux, on a C library other than glibc >= 2.35 (where `hugetlb`
-appeared), when GLIBC_TUNABLES already sets each of the four (the user's value wins over ours),
-or with `LMJAX_MALLOC=system`. It changes where memory comes from, never a number a run computes.
+command line (same PID, before JAX or anything else heavy is imported). It happens only where
+JAX will run on the CPU, which is known before JAX loads (`backend_is_cpu`: `JAX_PLATFORMS`
+names cpu first, or no GPU/TPU plugin is installed): GPU and TPU hosts keep glibc's defaults.
+Nothing happens off Linux, on a C library other than glibc >= 2.35 (where `hugetlb` appeared),
+when GLIBC_TUNABLES already sets each of the four (the user's value wins over ours), or with
+`LMJAX_MALLOC=system`. It changes where memory comes from, never a number a run computes.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 import sys
 
@@ -31,6 +36,8 @@ TUNABLES = (
     "glibc.malloc.arena_max=1",
 )
 OPT_OUT = "LMJAX_MALLOC"  # =system: keep glibc's defaults
+# Modules whose presence means JAX will take an accelerator (it finds them the same way).
+ACCELERATOR_MODULES = ("libtpu", "jax_plugins")
 
 
 def glibc_version() -> tuple[int, int] | None:
@@ -49,6 +56,18 @@ def missing(env: dict[str, str]) -> list[str]:
     return [t for t in TUNABLES if t.partition("=")[0] not in given]
 
 
+def backend_is_cpu(env: dict[str, str]) -> bool:
+    """Whether JAX will run on the CPU, told before it loads: the first of `JAX_PLATFORMS`, or
+    else no accelerator plugin installed (none in the `jax_plugins` entry points, no `libtpu`
+    or `jax_plugins` module)."""
+    platforms = env.get("JAX_PLATFORMS", "")
+    if platforms:
+        return platforms.split(",")[0].strip() == "cpu"
+    if importlib.metadata.entry_points(group="jax_plugins"):
+        return False
+    return not any(importlib.util.find_spec(name) for name in ACCELERATOR_MODULES)
+
+
 def wanted(env: dict[str, str] | None = None) -> bool:
     """Whether this process should restart with the `missing` tunables."""
     env = os.environ if env is None else env
@@ -58,6 +77,7 @@ def wanted(env: dict[str, str] | None = None) -> bool:
         and (glibc_version() or (0, 0)) >= (2, 35)
         and bool(missing(env))
         and bool(sys.executable)
+        and backend_is_cpu(env)
     )
 
 
@@ -83,10 +103,11 @@ def opt_out_error(env: dict[str, str] | None = None) -> str | None:
     return f"{OPT_OUT}={value!r} is not a setting: {fix}"
 
 
-def restart_tuned() -> None:
-    """Re-executes this command line with the `missing` tunables when `wanted()`; returns only
-    when it does not restart (or the exec fails)."""
-    if not wanted():
+def restart_tuned(module_name: str = "__main__") -> None:
+    """Re-executes this command line with the `missing` tunables when `wanted()` and the caller
+    is the program (`module_name` is `__name__`: "__main__"; not when a test imports it);
+    returns only when it does not restart (or the exec fails)."""
+    if module_name != "__main__" or not wanted():
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -109,10 +109,7 @@ def run_script(script, *args, devices=1, timeout=600, check=True, env=None, pyth
 
 
 def script_env(devices=1):
-    env = dict(os.environ)
-    # No restart with huge-page malloc (lmjax/host_malloc.py, ~2 s of imports a script; tested
-    # in test_host_malloc.py): the tests' steps are too small for it to matter.
-    env.setdefault("LMJAX_MALLOC", "system")
+    env = dict(os.environ)  # the entry points restart with the malloc tunables, as users run
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env

@@ -2,13 +2,14 @@
 restarted process gets, and that the benchmark's peers run without it."""
 
 import json
+import os
 import sys
 
 import pytest
 
-from lmjax import cli, host_malloc
+from lmjax import host_malloc
 from lmjax.train import benchmark
-from tests.conftest import CONFIGS, run_script
+from tests.conftest import CONFIGS, REPO, run_script
 
 GLIBC_OK = sys.platform.startswith("linux") and (host_malloc.glibc_version() or (0, 0)) >= (2, 35)
 OURS = ":".join(host_malloc.TUNABLES)
@@ -49,19 +50,41 @@ def test_tuned_and_untuned_env_keep_the_users_tunables():
     assert host_malloc.untuned_env(host_malloc.tuned_env(users)) == users
 
 
-def test_run_restarts_only_for_the_programs_own_main(monkeypatch):
+def test_restarts_only_the_program_and_only_where_jax_runs_on_the_cpu(monkeypatch):
     calls = []
-    monkeypatch.setattr(host_malloc, "restart_tuned", lambda: calls.append(1))
-    monkeypatch.setattr(cli.app, "run", lambda main, flags_parser: None)
-
-    def main(argv):
-        del argv
-
-    cli.run(main)  # a test's (or a notebook's) main: no restart of pytest
+    monkeypatch.setattr(host_malloc.os, "execve", lambda *args: calls.append(args))
+    monkeypatch.setattr(host_malloc, "wanted", lambda: True)
+    host_malloc.restart_tuned("experiments.train")  # imported by a test or a notebook
     assert calls == []
-    main.__module__ = "__main__"
-    cli.run(main)
-    assert calls == [1]
+    host_malloc.restart_tuned("__main__")
+    assert len(calls) == 1
+    monkeypatch.undo()
+
+    assert host_malloc.backend_is_cpu({"JAX_PLATFORMS": "cpu"})
+    assert not host_malloc.backend_is_cpu({"JAX_PLATFORMS": "cuda,cpu"})
+    assert not host_malloc.backend_is_cpu({"JAX_PLATFORMS": "tpu"})
+    assert host_malloc.backend_is_cpu({})  # this machine: no accelerator plugin installed
+    assert host_malloc.wanted({}) == GLIBC_OK
+    assert not host_malloc.wanted({"JAX_PLATFORMS": "cuda"})  # a GPU host keeps glibc's
+    # An installed GPU plugin (found as JAX finds it) or libtpu: not a CPU host.
+    monkeypatch.setattr(host_malloc.importlib.metadata, "entry_points", lambda group: ["cuda"])
+    assert not host_malloc.backend_is_cpu({})
+    monkeypatch.setattr(host_malloc.importlib.metadata, "entry_points", lambda group: [])
+    monkeypatch.setattr(host_malloc.importlib.util, "find_spec", lambda name: name == "libtpu")
+    assert not host_malloc.backend_is_cpu({})
+
+
+def test_entry_points_that_run_steps_restart_before_importing_jax():
+    """The restart's first statement runs before anything heavy is imported (the re-exec
+    would import it twice)."""
+    for name in ("train", "benchmark", "profile", "glue", "blimp", "predict", "sample"):
+        with open(os.path.join(REPO, "experiments", f"{name}.py")) as f:
+            code = [line for line in f.read().split('"""', 2)[2].splitlines() if line.strip()]
+        assert code[:2] == [
+            "from lmjax import host_malloc",
+            "host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA "
+            "(see there)",
+        ], name
 
 
 def _benchmark(**env):

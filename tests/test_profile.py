@@ -2,6 +2,7 @@
 entry point end to end on a tiny model."""
 # ruff: noqa: E501  (the HLO lines below are long)
 
+import os
 import re
 import subprocess
 import sys
@@ -68,7 +69,12 @@ def test_op_times_and_report():
     assert re.search(r"4\.00\s+1\s+fwd mlp/fc \(matmul\)", text)
 
 
-def test_profile_entry_point_on_a_tiny_model():
+def test_profile_entry_point_on_a_tiny_model(tmp_path):
+    """Run as users run it (restarted with the malloc tunables on this CPU host): the report,
+    its temporary folders removed, and a dump flag of the user's replaced, not doubled."""
+    user_dump = tmp_path / "user_dump"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "XLA_FLAGS": f"--xla_dump_to={user_dump}"}
+    env.pop("LMJAX_MALLOC", None)
     out = subprocess.run(
         [
             sys.executable,
@@ -80,8 +86,10 @@ def test_profile_entry_point_on_a_tiny_model():
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    assert os.listdir(tmp_path) == []  # no HLO dump or trace left behind, none in the user's
     first = re.search(r"matmuls ([\d.]+) ms \((\d+)%, ([\d.]+) GFLOP", out.stdout)
     assert first, out.stdout
     assert float(first.group(3)) > 0  # the model's dots were found in the HLO

@@ -60,7 +60,12 @@ def test_train_writes_metrics_config_tokenizer_and_checkpoints(workdir):
         (r["step"], pytest.approx(r["train/loss"], rel=1e-6)) for r in train
     ]
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["model"]["emb_dim"] == 32
+        saved = json.load(f)["model"]
+    assert saved["emb_dim"] == 32 and saved["attention_impl"] == "auto"  # as the user set it
+    with open(os.path.join(workdir, "kernels.json")) as f:  # what auto took on this CPU
+        kernels = json.load(f)
+    assert kernels["matmul_impl"] == {"impl": "xla_cpu", "reason": "auto: CPU devices"}
+    assert kernels["attention_impl"]["impl"] in ("cpu_ffi", "xla")  # head dim 16: the kernel's
     assert os.path.exists(os.path.join(workdir, "tokenizer.json"))
     png = plots.plot_run(workdir)
     with open(png, "rb") as f:

@@ -100,6 +100,7 @@ def run(
     step to its steady state; returns the figures."""
     with ready_step(config, real_data) as ready:
         config, task, mesh = ready.setup.config, ready.setup.task, ready.setup.mesh
+        kernels = {key: choice.impl for key, choice in ready.setup.kernels.items()}
         compiled, state, batches = ready.steps, ready.state, ready.batches
         vocab_size, train_step = ready.vocab_size, ready.steps.train
 
@@ -159,6 +160,7 @@ def run(
         "batch_size": config.batch_size,
         "seq_len": config.seq_len,
         "dtype": config.model.dtype,
+        **kernels,  # attention_impl, matmul_impl: what auto took
         "compile_s": compile_s,
         "step_ms": 1000 * step_s,
         "step_ms_median_synced": 1000 * statistics.median(times),
