@@ -1,5 +1,5 @@
 """Milliseconds per BERT pretraining step in PyTorch eager with Hugging Face `transformers`: the
-peer of lmjax's `mlm_nsp` step in `experiments/benchmark.py --suite`.
+peer of lmjax's `mlm_nsp` step in `benchmarks/suite.py`.
 
   python benchmarks/torch_bert.py --layers=2 --hidden=128 --heads=2 --intermediate=512 \
       --vocab=8000 --max_position=128 --seq_len=128 --batch=32 --steps=30

@@ -4,13 +4,10 @@
       [--config.model.num_layers=6 ...]
   python experiments/benchmark.py --config=configs/bert_books.py --data_only=1500 \
       --config.data.path=../shared/data/gutenberg/books      # the input pipeline alone
-  python experiments/benchmark.py --suite [--suite_steps=30]  # lmjax and peers, one table
 
 MFU counts 6 * N + 12 * L * D * T FLOPs per token (PaLM appendix B, nanoGPT's estimate_mfu)
 against the peak of the device: a spec-sheet value for known TPUs/GPUs, else a measured matmul.
-`--suite` times each shape of `lmjax.train.benchmark.SUITE` in lmjax (a fresh process each, on
-the CPU) and in its peer (nanoGPT, Hugging Face transformers: PyTorch on the CPU, where they
-import) one after the other, and prints a markdown table.
+lmjax against its peers at the same shapes: `benchmarks/suite.py`.
 """
 
 from lmjax import host_malloc
@@ -18,8 +15,6 @@ from lmjax import host_malloc
 host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
 
 import json
-import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -34,25 +29,12 @@ _REAL_DATA = flags.DEFINE_bool("real_data", False, "Time on real batches instead
 _DATA_ONLY = flags.DEFINE_integer(
     "data_only", 0, "Time the input pipeline alone over this many batches (no model)."
 )
-_SUITE = flags.DEFINE_bool("suite", False, "Time lmjax and its peers at the suite's shapes.")
-_SUITE_STEPS = flags.DEFINE_integer("suite_steps", 30, "Timed steps per point of --suite.")
-_PEER_PYTHON = flags.DEFINE_string(
-    "peer_python", sys.executable, "The Python (with torch) that runs the peers of --suite."
-)
 
 
 def main(argv):
     del argv
-    if _SUITE.value:
-        script = os.path.abspath(__file__)
-        header = benchmark.suite_header(_SUITE_STEPS.value)  # the load before the runs
-        rows = benchmark.run_suite(
-            benchmark.SUITE, _SUITE_STEPS.value, script, python=_PEER_PYTHON.value
-        )
-        print(benchmark.format_suite(rows, header))
-        return
     if _CONFIG.value is None:
-        raise app.UsageError("give --config=FILE (or --suite)")
+        raise app.UsageError("give --config=FILE")
     if _DATA_ONLY.value:
         result = benchmark.run_data(_CONFIG.value, _DATA_ONLY.value)
     else:

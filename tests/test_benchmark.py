@@ -10,6 +10,7 @@ import sys
 import jax
 import pytest
 
+from benchmarks import suite
 from lmjax import flops, host_malloc
 from lmjax.train import benchmark
 from tests.conftest import CONFIGS, REPO, run_script, script_env
@@ -90,7 +91,7 @@ def test_data_benchmark_times_the_streamed_books():
     assert result["tokens_per_sec"] == pytest.approx(8 * 64 / result["batch_ms"] * 1000)
 
 
-#### The suite (experiments/benchmark.py --suite)
+#### The suite (benchmarks/suite.py)
 
 TINY_GPT = {
     "model.num_layers": 1,
@@ -121,23 +122,23 @@ def test_suite_runs_each_point_and_tabulates_with_a_dash_where_a_figure_is_missi
     script.write_text(FAKE_BENCHMARK)
     six_ms = lambda config, steps, python: [python, "-c", "print(6)"]
     peers = {
-        "absent": benchmark.Peer("nopeer", ("lmjax_no_such_module",), (), six_ms, float),
-        "fake": benchmark.Peer("fake", ("json",), (), six_ms, float),
+        "absent": suite.Peer("nopeer", ("lmjax_no_such_module",), (), six_ms, float),
+        "fake": suite.Peer("fake", ("json",), (), six_ms, float),
     }
     config = "configs/gpt_shakespeare_char.py"
     points = [
-        benchmark.Point(config, TINY_GPT, peer="absent"),
-        benchmark.Point(config, {**TINY_GPT, "model.dropout_rate": 0.0}, peer="fake"),
-        benchmark.Point(config, {**TINY_GPT, "batch_size": 3}, peer="fake"),
+        suite.Point(config, TINY_GPT, peer="absent"),
+        suite.Point(config, {**TINY_GPT, "model.dropout_rate": 0.0}, peer="fake"),
+        suite.Point(config, {**TINY_GPT, "batch_size": 3}, peer="fake"),
     ]
-    rows = benchmark.run_suite(points, 2, str(script), peers=peers, log=lambda line: None)
+    rows = suite.run_suite(points, 2, str(script), peers=peers, log=lambda line: None)
     assert rows[0].lmjax["argv"] == [
         f"--config={CONFIGS}/gpt_shakespeare_char.py",
         *(f"--config.{k}={v}" for k, v in TINY_GPT.items()),
         "--steps=2",
     ]
     assert rows[1].lmjax["argv"][-2] == "--config.model.dropout_rate=0.0"
-    lines = benchmark.format_suite(rows, "HEADER").splitlines()
+    lines = suite.format_suite(rows, "HEADER").splitlines()
     assert lines[:4] == [
         "HEADER",
         "",
@@ -164,20 +165,20 @@ def test_suite_runs_the_peers_without_lmjax_malloc_tunables(tmp_path, monkeypatc
     # the peer prints the length of the GLIBC_TUNABLES it got as its "ms"
     env_len = "import os; print(len(os.environ.get('GLIBC_TUNABLES', '')))"
     command = lambda config, steps, python: [python, "-c", env_len]
-    peer = benchmark.Peer("fake", ("json",), (), command, float)
-    point = benchmark.Point("configs/gpt_shakespeare_char.py", TINY_GPT, peer="fake")
-    (row,) = benchmark.run_suite([point], 2, str(script), peers={"fake": peer}, log=print)
+    peer = suite.Peer("fake", ("json",), (), command, float)
+    point = suite.Point("configs/gpt_shakespeare_char.py", TINY_GPT, peer="fake")
+    (row,) = suite.run_suite([point], 2, str(script), peers={"fake": peer}, log=print)
     assert row.lmjax["tunables"] == f"glibc.malloc.tcache_count=16:{ours}"
     assert row.peer_ms == len("glibc.malloc.tcache_count=16")
 
 
 def test_suite_peers_get_the_shapes_of_the_lmjax_configs():
-    gpt_small, gpt_large, bert_tiny, bert_base = (benchmark.load_config(p) for p in benchmark.SUITE)
-    assert benchmark.SUITE[2].overrides == {}  # the tiny BERT runs as it trains
-    nanogpt = benchmark.PEERS["nanogpt"].command
+    gpt_small, gpt_large, bert_tiny, bert_base = (suite.load_config(p) for p in suite.SUITE)
+    assert suite.SUITE[2].overrides == {}  # the tiny BERT runs as it trains
+    nanogpt = suite.PEERS["nanogpt"].command
     assert nanogpt(gpt_small, 30, "py")[2:] == ["4", "4", "128", "64", "12", "35"]
     assert nanogpt(gpt_large, 30, "py")[2:] == ["6", "6", "384", "256", "8", "35"]
-    torch_bert = benchmark.PEERS["transformers"].command
+    torch_bert = suite.PEERS["transformers"].command
 
     def flags(config):
         return dict(a[2:].split("=") for a in torch_bert(config, 30, "py")[2:])
@@ -190,21 +191,21 @@ def test_suite_peers_get_the_shapes_of_the_lmjax_configs():
     base = flags(bert_base)
     assert (base["hidden"], base["heads"], base["intermediate"]) == ("768", "12", "3072")
     assert (base["vocab"], base["max_position"], base["seq_len"]) == ("30522", "512", "128")
-    labels = [benchmark.point_label(benchmark.load_config(p), p) for p in benchmark.SUITE]
+    labels = [suite.point_label(suite.load_config(p), p) for p in suite.SUITE]
     assert labels[0] == "gpt_shakespeare_char L4 H4 C128 MLP512 T64 B12"
     assert labels[1] == "gpt_shakespeare_char L6 H6 C384 MLP1536 T256 B8"
 
 
 def test_accelerator_presets():
-    gpt = benchmark.load_config(benchmark.Point("configs/gpt2_124m.py:benchmark"))
+    gpt = suite.load_config(suite.Point("configs/gpt2_124m.py:benchmark"))
     assert (gpt.batch_size, gpt.seq_len, gpt.grad_accum_steps) == (32, 1024, 1)
     assert (gpt.model.dtype, gpt.data.vocab_size, gpt.model.num_layers) == ("bfloat16", 50257, 12)
-    bert = benchmark.load_config(benchmark.Point("configs/bert_base.py:benchmark"))
+    bert = suite.load_config(suite.Point("configs/bert_base.py:benchmark"))
     assert (bert.batch_size, bert.seq_len, bert.model.dtype) == (256, 128, "bfloat16")
 
 
 def test_cpu_name_is_specific():
-    name = benchmark.cpu_name()
+    name = suite.cpu_name()
     assert name and (any(c.isdigit() for c in name) or "family" in name)
 
 

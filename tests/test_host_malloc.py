@@ -77,7 +77,15 @@ def test_restarts_only_the_program_and_only_where_jax_runs_on_the_cpu(monkeypatc
 def test_entry_points_that_run_steps_restart_before_importing_jax():
     """The restart's first statement runs before anything heavy is imported (the re-exec
     would import it twice)."""
-    for name in ("train", "benchmark", "profile", "glue", "blimp", "predict", "sample"):
+    for name in (
+        "train",
+        "benchmark",
+        "glue",
+        "blimp",
+        "predict",
+        "sample",
+        "../benchmarks/profile_step",
+    ):
         with open(os.path.join(REPO, "experiments", f"{name}.py")) as f:
             code = [line for line in f.read().split('"""', 2)[2].splitlines() if line.strip()]
         assert code[:2] == [

@@ -133,3 +133,16 @@ def test_scripts_import_no_private_jax():
         if f.endswith(".py"):
             private = [m for m in imports_of(os.path.join(scripts, f)) if m.startswith("jax._src")]
             assert not private, f"experiments/{f} imports {private}"
+
+
+def test_the_library_reads_nothing_outside_the_repository():
+    """The peers and data beside the checkout are for benchmarks/ and configs/, not lmjax/."""
+    found = []
+    for root, _, files in os.walk(os.path.join(REPO, "lmjax")):
+        for f in files:
+            if f.endswith(".py"):
+                with open(os.path.join(root, f)) as src:
+                    text = src.read()
+                    if "../shared" in text or "shared/peers" in text:
+                        found.append(os.path.relpath(os.path.join(root, f), REPO))
+    assert not found, found

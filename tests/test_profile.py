@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from lmjax.train import profile
+from benchmarks import profile_step as profile
 
 HLO = """\
 HloModule jit_train_step, entry_computation_layout={()}
@@ -78,7 +78,7 @@ def test_profile_entry_point_on_a_tiny_model(tmp_path):
     out = subprocess.run(
         [
             sys.executable,
-            "experiments/profile.py",
+            "benchmarks/profile_step.py",
             "--config=configs/gpt_shakespeare_char.py:test",
             "--steps=2",
             "--top=50",

@@ -1,21 +1,40 @@
-"""Where a train step's time goes, per XLA op: a `jax.profiler` trace joined with the optimized
-HLO of the step (for `experiments/profile.py`).
+"""Where a config's train step spends its time, per XLA op (a `jax.profiler` trace joined with
+the optimized HLO): matmuls against the rest, grouped by layer op, the slowest ops.
 
-Each fused op of the trace is named in the HLO; from there it gets its FLOPs (the dots inside
-it), the model path it came from (`block_3/mlp/fc`, forward or backward, from the HLO
-metadata) and so a group. Caveat on CPU: a dot that XLA runs on its Eigen thread pool (the
-weight gradients, typically) returns at once and its time shows up in the ops it overlaps.
+  python benchmarks/profile_step.py --config=configs/gpt_shakespeare_char.py [--config.K=V ...]
+  python benchmarks/profile_step.py --config=... --trace_dir=/tmp/trace  # keep it (Perfetto)
+
+Run it on a quiet machine; the trace itself slows the step a little. Each fused op of the trace
+is named in the HLO; from there it gets its FLOPs (the dots inside it), the model path it came
+from (`block_3/mlp/fc`, forward or backward, from the HLO metadata) and so a group. Caveat on
+CPU: a dot that XLA runs on its Eigen thread pool (the weight gradients, typically) returns at
+once and its time shows up in the ops it overlaps.
 """
 
-from __future__ import annotations
+from lmjax import host_malloc
+
+host_malloc.restart_tuned(__name__)  # first: on a CPU host, glibc's malloc for XLA (see there)
 
 import collections
+import contextlib
 import dataclasses
+import glob
 import gzip
 import json
 import math
+import os
 import re
+import statistics
+import tempfile
+import time
 from collections.abc import Iterable
+
+import jax
+from absl import flags
+from ml_collections import config_flags
+
+from lmjax import cli
+from lmjax.train import benchmark
 
 _SKIP = {"parameter", "constant", "broadcast", "bitcast", "reshape", "get-tuple-element", "tuple"}
 # name = shape (an array's, or a tuple's: a custom call's several outputs) opcode(operands...
@@ -140,3 +159,55 @@ def report(ran: list[Op], step_ms: float, top: int = 25) -> str:
         what = o.where if o.flops else f"{o.where} {o.kinds}"
         lines.append(f"{o.ms:8.2f} {rate}  {o.name} {o.shape} {what}")
     return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    with contextlib.ExitStack() as temporary:  # both folders removed at the end
+        dump = temporary.enter_context(tempfile.TemporaryDirectory(prefix="lmjax_hlo_"))
+        trace_dir = flags.FLAGS.trace_dir or temporary.enter_context(
+            tempfile.TemporaryDirectory(prefix="lmjax_trace_")
+        )
+        # Read when XLA's backend starts (at the first computation, after this): where to write
+        # the optimized HLO of the train step. A dump flag the user set is replaced, not doubled.
+        kept = [
+            f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_dump")
+        ]
+        dump_flags = [f"--xla_dump_to={dump}", "--xla_dump_hlo_module_re=train_step"]
+        os.environ["XLA_FLAGS"] = " ".join([*kept, *dump_flags])
+        _profile(dump, trace_dir)
+
+
+def _profile(dump: str, trace_dir: str) -> None:
+    steps = flags.FLAGS.steps
+    with benchmark.ready_step(flags.FLAGS.config) as ready:  # the batch benchmark.py times
+        config, state, (batch,) = ready.setup.config, ready.state, ready.batches
+        times = []
+        for i in range(8):
+            start = time.perf_counter()
+            state, metrics = ready.steps.train(state, batch)
+            jax.block_until_ready(metrics)
+            if i >= 3:
+                times.append(time.perf_counter() - start)
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            for _ in range(steps):
+                state, metrics = ready.steps.train(state, batch)
+            jax.block_until_ready(metrics)
+    (hlo,) = glob.glob(f"{dump}/*train_step*after_optimizations.txt")
+    (trace,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
+    with open(hlo) as f:
+        ops = parse_hlo(f.read())
+    ran = op_times(ops, read_trace(trace), steps)
+    print(f"{jax.devices()[0].device_kind}, {config.batch_size} x {config.seq_len} tokens")
+    print(report(ran, 1000 * statistics.median(times), flags.FLAGS.top))
+    if flags.FLAGS.trace_dir:
+        print(f"trace: {trace} (open in ui.perfetto.dev)")
+
+
+if __name__ == "__main__":  # flags defined here: the tests import this module
+    config_flags.DEFINE_config_file("config", None, "Config file, optionally `path:preset`.")
+    flags.DEFINE_integer("steps", 5, "Traced steps (after compilation and warmup).")
+    flags.DEFINE_integer("top", 25, "Rows of each table.")
+    flags.DEFINE_string("trace_dir", None, "Keep the trace here (default: a temp dir).")
+    flags.mark_flags_as_required(["config"])
+    cli.run(main)
