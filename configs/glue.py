@@ -22,9 +22,8 @@ import ml_collections
 from lmjax import config_defaults
 from lmjax.data import glue
 
-# Training examples per task (the embedded train.tsv files), for the number of steps.
-TRAIN_EXAMPLES = {"cola": 8551, "sst2": 67349, "mrpc": 3667, "stsb": 5749, "rte": 2490,
-                  "wnli": 635}  # fmt: skip
+# Training examples per task, for the number of steps (lmjax.data.glue.FORMATS).
+TRAIN_EXAMPLES = {task: fmt.train_examples for task, fmt in glue.FORMATS.items()}
 LEARNING_RATES = (1e-4, 3e-4, 1e-3)  # experiments/glue.py's grid; the default is the middle
 
 

@@ -268,3 +268,11 @@ def test_tfds_glue_equals_the_files(tmp_path, no_network, task, file_format):
     test = glue.read_tfds(f"glue/{task}", "test", data_dir=data_dir)
     assert test.labels is None and test.sentences_a == [f"Sentence {i}." for i in range(3)]
     assert test.sentences_a == glue.read_tsv(test_file, task).sentences_a
+
+
+@pytest.mark.parametrize("task", sorted(glue.FORMATS))
+def test_the_registry_counts_each_embedded_training_set(task):
+    """`train_examples` (which sets a GLUE run's steps) is the embedded train.tsv's size."""
+    name = "sst2_train" if task == "sst2" else f"glue_{task}_train"
+    examples = glue.read_tsv(corpora.resolve(name), task)
+    assert len(examples.labels) == glue.FORMATS[task].train_examples

@@ -29,8 +29,12 @@ from lmjax.data import corpora
 
 @dataclasses.dataclass(frozen=True)
 class TaskFormat:
-    """The TSV layout of one GLUE task (column numbers from 0)."""
+    """One GLUE task: its TSV layout (column numbers from 0), its metrics and its size. The one
+    registry of the tasks: the reader, the metrics, the configs and the sweep's tables read it."""
 
+    title: str  # as GLUE's paper and leaderboard write it
+    metrics: tuple[str, ...]  # of lmjax.tasks.glue_metrics (Wang et al. 2018, table 1)
+    train_examples: int  # in the training set (the embedded train.tsv files)
     folder: str  # GLUE's folder name in glue_data/ ("" for SST-2: embedded in assets/sst2/)
     columns: int  # fields on every line of a labelled file
     header: tuple[str, ...] | None  # a labelled file's line 1; None: no header (CoLA)
@@ -50,6 +54,9 @@ _STSB_COLUMNS = ("index", "genre", "filename", "year", "old_index", "source1", "
 FORMATS: dict[str, TaskFormat] = {
     # CoLA: source, label, original label (or empty), sentence; no header.
     "cola": TaskFormat(
+        title="CoLA",
+        metrics=("mcc",),
+        train_examples=8551,
         folder="CoLA",
         columns=4,
         header=None,
@@ -62,6 +69,9 @@ FORMATS: dict[str, TaskFormat] = {
         test_sentence_b=None,
     ),
     "sst2": TaskFormat(
+        title="SST-2",
+        metrics=("accuracy",),
+        train_examples=67349,
         folder="",
         columns=2,
         header=("sentence", "label"),
@@ -74,6 +84,9 @@ FORMATS: dict[str, TaskFormat] = {
         test_sentence_b=None,
     ),
     "mrpc": TaskFormat(
+        title="MRPC",
+        metrics=("f1", "accuracy"),
+        train_examples=3667,
         folder="MRPC",
         columns=5,
         header=("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
@@ -86,6 +99,9 @@ FORMATS: dict[str, TaskFormat] = {
         test_sentence_b=4,
     ),
     "stsb": TaskFormat(
+        title="STS-B",
+        metrics=("pearson", "spearman"),
+        train_examples=5749,
         folder="STS-B",
         columns=10,
         header=(*_STSB_COLUMNS, "sentence1", "sentence2", "score"),
@@ -98,6 +114,9 @@ FORMATS: dict[str, TaskFormat] = {
         test_sentence_b=8,
     ),
     "rte": TaskFormat(
+        title="RTE",
+        metrics=("accuracy",),
+        train_examples=2490,
         folder="RTE",
         columns=4,
         header=_PAIR_HEADER,
@@ -110,6 +129,9 @@ FORMATS: dict[str, TaskFormat] = {
         test_sentence_b=2,
     ),
     "wnli": TaskFormat(
+        title="WNLI",
+        metrics=("accuracy",),
+        train_examples=635,
         folder="WNLI",
         columns=4,
         header=_PAIR_HEADER,

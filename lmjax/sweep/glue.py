@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from lmjax import results
 from lmjax import workdir as workdir_lib
 from lmjax.config_files import load_config, load_module, resolve_config_path
+from lmjax.data import glue as glue_data
 from lmjax.sweep.launch import LocalLauncher, Queue, SubmititLauncher
 from lmjax.sweep.spec import Point
 from lmjax.sweep.validate import check_flags, check_overrides, check_same_config
@@ -42,8 +43,7 @@ from lmjax.tasks import glue_metrics
 DEFAULT_CONFIG = "configs/glue.py"
 SCRATCH = "scratch"  # the checkpoint name (and --init_from value) of training from scratch
 SELECT_ON = ("dev", "holdout")
-TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE",
-          "wnli": "WNLI"}  # fmt: skip
+TITLES = {task: fmt.title for task, fmt in glue_data.FORMATS.items()}
 SHORT = {"mcc": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson",
          "spearman": "Spearman"}  # fmt: skip
 # Set per point by the flags of experiments/glue.py, so not through --override.

@@ -3,22 +3,18 @@
 CoLA: Matthews correlation; SST-2, RTE, WNLI: accuracy; MRPC: F1 of class 1 and accuracy;
 STS-B: Pearson and Spearman correlations. A task's score is the mean of its metrics, and the
 GLUE score the mean of the task scores (the leaderboard's macro-average). Labels and predictions
-are 1-D numpy arrays: class ids, or scores for STS-B. numpy and scipy only: the tests compare
-with scikit-learn, which lmjax does not need at run time.
+are 1-D numpy arrays: class ids, or scores for STS-B. Each task's metric names are in its entry
+of `lmjax.data.glue.FORMATS`. numpy and scipy only: the tests compare with scikit-learn, which
+lmjax does not need at run time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-METRICS: dict[str, tuple[str, ...]] = {
-    "cola": ("mcc",),
-    "sst2": ("accuracy",),
-    "mrpc": ("f1", "accuracy"),
-    "stsb": ("pearson", "spearman"),
-    "rte": ("accuracy",),
-    "wnli": ("accuracy",),
-}
+from lmjax.data import glue
+
+METRICS: dict[str, tuple[str, ...]] = {task: fmt.metrics for task, fmt in glue.FORMATS.items()}
 
 
 def _pair(labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
