@@ -403,7 +403,8 @@ FIXED_KEYS = ("task", "seq_len", "data.")
 
 
 def check_fits(config: ml_collections.ConfigDict, workdir: PathLike) -> None:
-    """Compares `config` with WORKDIR/config.json. When WORKDIR has checkpoints, a change of a
+    """Compares `config` (the run's, resolved by `tasks.resolve_config`: its defaults are in)
+    with WORKDIR/config.json. When WORKDIR has checkpoints, a change of a
     key in FIXED_KEYS (the data, the tokenizer, the task, seq_len) is an InputError listing what
     differs; other changes (learning rate, steps, ...) are allowed with a warning. Without a
     checkpoint, what an earlier failed start wrote is replaced (warning)."""
@@ -411,8 +412,7 @@ def check_fits(config: ml_collections.ConfigDict, workdir: PathLike) -> None:
         return
     saved = ml_collections.ConfigDict(read_config_dict(workdir))
     config_defaults.fill_defaults(saved)  # keys added since it was written: not a change
-    now = config_defaults.with_defaults(config)
-    saved, now = _comparable(saved.to_dict()), _comparable(now.to_dict())
+    saved, now = _comparable(saved.to_dict()), _comparable(config.to_dict())
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if not changed:
         return

@@ -17,6 +17,7 @@ from configs import sst2_finetune
 from lmjax import errors
 from lmjax import workdir as workdir_lib
 from lmjax.data import tokenizers
+from lmjax.tasks import resolve_config
 from tests.conftest import tiny_config
 
 
@@ -210,8 +211,8 @@ def test_a_holder_on_another_host_is_stale_once_its_heartbeat_stops(tmp_path):
 
 def test_changing_the_data_of_a_workdir_with_checkpoints_is_an_error(tmp_path):
     workdir = str(tmp_path / "run")
-    workdir_lib.save_config(tiny_config(), workdir)
-    moved = tiny_config(**{"data.path": "/data/other.txt", "learning_rate": 0.5})
+    workdir_lib.save_config(resolve_config(tiny_config()), workdir)
+    moved = resolve_config(tiny_config(**{"data.path": "/data/other.txt", "learning_rate": 0.5}))
     workdir_lib.check_fits(moved, workdir)  # no checkpoint yet: what a failed start wrote goes
     os.makedirs(os.path.join(workdir, "checkpoints", "3"))
     with pytest.raises(
@@ -219,7 +220,7 @@ def test_changing_the_data_of_a_workdir_with_checkpoints_is_an_error(tmp_path):
     ):
         workdir_lib.check_fits(moved, workdir)
     with mock.patch.object(logging, "warning") as warn:  # a new learning rate is a choice
-        workdir_lib.check_fits(tiny_config(learning_rate=0.5), workdir)
+        workdir_lib.check_fits(resolve_config(tiny_config(learning_rate=0.5)), workdir)
     assert "learning_rate=0.001 (now 0.5)" in warn.call_args[0][0] % warn.call_args[0][1:]
 
 
