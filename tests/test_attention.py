@@ -3,6 +3,9 @@ float64 numpy, the cuDNN wrapper with its call stubbed, and `auto`'s choice for 
 
 The CPU kernel's own tests (build, AVX2, sharding) are in test_attention_cpu_ffi.py."""
 
+import subprocess
+import sys
+import textwrap
 import types
 
 import jax
@@ -13,7 +16,7 @@ import pytest
 from lmjax import errors
 from lmjax.models import attention
 from lmjax.models.kernels import cpu_ffi, tpu_splash, xla
-from tests.conftest import tiny_config
+from tests.conftest import REPO, script_env, tiny_config
 
 
 def _reference(q, k, v, mask, dout):
@@ -217,3 +220,46 @@ def test_xla_causal_blocks(monkeypatch):
     monkeypatch.setattr(xla, "CAUSAL_BLOCK", 5)
     _check("xla", (1, 12, 2, 8), causal=True)
     _check("xla", (1, 12, 2, 8), causal=True, padded=True)
+
+
+_MESH = """
+import flax.linen as nn, jax, numpy as np
+from lmjax.models import attention
+from lmjax.models.kernels import tpu_splash
+tpu_splash.INTERPRET = True
+auto = (jax.sharding.AxisType.Auto,) * 2  # as lmjax.train.parallel.make_mesh
+mesh = jax.make_mesh((2, 4), ("data", "tensor"), axis_types=auto)
+rules = (("batch", "data"), ("heads", "tensor"))
+q, k, v, g = (jax.random.normal(jax.random.PRNGKey(i), (4, 128, 4, 16)) for i in range(4))
+for impl in ("xla", "cpu_ffi", "tpu_splash"):
+    def attend(q, k, v):
+        return attention.attention(q, k, v, mask_BxTxS=None, causal=True, impl=impl)
+    def grads(q, k, v, g):
+        out, vjp = jax.vjp(attend, q, k, v)
+        return out, vjp(g)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        spec = jax.NamedSharding(mesh, jax.P("data", None, "tensor"))
+        f = jax.jit(grads, in_shardings=spec)
+        hlo = f.lower(q, k, v, g).compile().as_text()
+        sharded = f(q, k, v, g)
+    one = jax.jit(grads)(q, k, v, g)
+    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(one), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=impl)
+    assert "all-gather" not in hlo, impl  # each device ran on its own rows and heads
+    assert ("lmjax_causal_attention_bwd" in hlo) == (impl == "cpu_ffi"), impl
+print("OK")
+"""
+
+
+def test_a_mesh_equals_one_device_with_each_kernel_that_runs_here():
+    """xla, cpu_ffi and tpu_splash (interpreted) over a data x tensor mesh of 8 CPU devices:
+    the numbers of one device, and the batch and heads never gathered."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_MESH)],
+        env=script_env(devices=8),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
