@@ -61,24 +61,50 @@ def attention(
     return xla.attention(*qkv, mask_BxTxS=mask_BxTxS, causal=causal, probs_dropout=probs_dropout)
 
 
-def _per_shard(kernel: Callable, q_BxTxHxK, k_BxTxHxK, v_BxTxHxK) -> jax.Array | None:
+def self_attention(
+    qkv_BxTxHx3xK: jax.Array,
+    *,
+    mask_BxTxS: jax.Array | None,
+    causal: bool,
+    impl: str,
+    probs_dropout: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
+    """`attention` of q, k, v stacked on axis 3 of one fused projection [B, T, H, 3, K]: the
+    kernel that reads the fused array (`cpu_ffi`) takes it as it is, and its gradient reaches
+    the projection without a copy; the others get q, k and v sliced."""
+    if impl == "cpu_ffi" and mask_BxTxS is None and probs_dropout is None and causal:
+        out = _per_shard(cpu_ffi.causal_attention_fused, qkv_BxTxHx3xK)
+        if out is not None:
+            return out
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = (qkv_BxTxHx3xK[:, :, :, i] for i in range(3))
+    return attention(
+        q_BxTxHxK,
+        k_BxTxHxK,
+        v_BxTxHxK,
+        mask_BxTxS=mask_BxTxS,
+        causal=causal,
+        impl=impl,
+        probs_dropout=probs_dropout,
+    )
+
+
+def _per_shard(kernel: Callable, *arrays: jax.Array) -> jax.Array | None:
     """`kernel` on each device's rows of the batch and its heads (`jax.shard_map` over the mesh
     in context; a custom call or Pallas kernel is not split by XLA, which would gather the whole
-    batch onto every device); None when the mesh splits the sequence or the head dim, or does
-    not divide the batch or the heads."""
+    batch onto every device). `arrays` are [B, T, H, ...], the output [B, T, H, K]. None when
+    the mesh splits the sequence or the head dim, or does not divide the batch or the heads."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
-        return kernel(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK)
+        return kernel(*arrays)
     spec = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
     for dim, axes in enumerate(spec):
         split = mesh_axes_size(mesh, axes)
-        if split > 1 and (dim in (1, 3) or q_BxTxHxK.shape[dim] % split):
+        if split > 1 and (dim in (1, 3) or arrays[0].shape[dim] % split):
             return None
     batch, _, heads, _ = spec
-    part = jax.P(batch, None, heads, None)
-    return jax.shard_map(kernel, in_specs=(part,) * 3, out_specs=part, check_vma=False)(
-        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK
-    )
+    parts = [jax.P(batch, None, heads, *[None] * (a.ndim - 3)) for a in arrays]
+    out = jax.P(batch, None, heads, None)
+    return jax.shard_map(kernel, in_specs=tuple(parts), out_specs=out, check_vma=False)(*arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +173,3 @@ def resolve_matmul(impl: str, devices: Sequence) -> Choice:
     if all(d.platform == "cpu" for d in devices):
         return Choice("xla_cpu", "auto: CPU devices")
     return Choice("xla", "auto: not CPU devices")
-
-
-def float32_inputs(
-    q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """q, k, v in float32 (XLA:CPU upcasts 16-bit batched dots anyway, and in bf16 the backward
-    pass sums the causal blocks' key/value gradients through chains of converts)."""
-    return tuple(a.astype(jnp.float32) for a in (q_BxTxHxK, k_BxSxHxK, v_BxSxHxK))

@@ -295,10 +295,14 @@ class MultiHeadAttention(nn.Module):
             probs_dropout = nn.Dropout(
                 cfg.attention_dropout_rate, deterministic=False, name="probs_dropout"
             )
-        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+        dtype = qkv.dtype
+        # XLA:CPU runs 16-bit batched dots in float32 anyway, and in bf16 the backward pass sums
+        # the causal blocks' key/value gradients through chains of converts.
+        upcast = cfg.matmul_impl == "xla_cpu" and dtype.itemsize == 2
         if decode:
             # Write this call's keys/values at `cache_index` and attend over the whole cache;
             # `mask_BxTxS` (built by the caller) hides the slots not yet written.
+            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
             batch, _, heads, _ = k_BxTxHxK.shape
             shape = (batch, cfg.max_len, heads, head_dim)
             cached_k = self.variable("cache", "k", jnp.zeros, shape, k_BxTxHxK.dtype)
@@ -306,21 +310,27 @@ class MultiHeadAttention(nn.Module):
             start = (0, cache_index, 0, 0)
             cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
             cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
-            k_BxTxHxK, v_BxTxHxK = cached_k.value, cached_v.value
-        dtype = q_BxTxHxK.dtype
-        if cfg.matmul_impl == "xla_cpu" and dtype.itemsize == 2:
-            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = attention.float32_inputs(
-                q_BxTxHxK, k_BxTxHxK, v_BxTxHxK
+            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = (
+                a.astype(jnp.float32) if upcast else a
+                for a in (q_BxTxHxK, cached_k.value, cached_v.value)
             )
-        out_BxTxHxK = attention.attention(
-            q_BxTxHxK,
-            k_BxTxHxK,
-            v_BxTxHxK,
-            mask_BxTxS=mask_BxTxS,
-            causal=cfg.causal and not decode,
-            impl=cfg.attention_impl,
-            probs_dropout=probs_dropout,
-        ).astype(dtype)
+            out_BxTxHxK = attention.attention(
+                q_BxTxHxK,
+                k_BxTxHxK,
+                v_BxTxHxK,
+                mask_BxTxS=mask_BxTxS,
+                causal=False,
+                impl=cfg.attention_impl,
+            )
+        else:
+            out_BxTxHxK = attention.self_attention(
+                qkv.astype(jnp.float32) if upcast else qkv,
+                mask_BxTxS=mask_BxTxS,
+                causal=cfg.causal,
+                impl=cfg.attention_impl,
+                probs_dropout=probs_dropout,
+            )
+        out_BxTxHxK = out_BxTxHxK.astype(dtype)
         out_BxTxD = Dense(
             (cfg.emb_dim,),
             ("heads", "kv", "embed"),

@@ -148,12 +148,15 @@ def _attention_bwd(residuals, dout_BxTxHxK):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def causal_attention(q_BxTxHxK: jax.Array, k_BxTxHxK: jax.Array, v_BxTxHxK: jax.Array) -> jax.Array:
-    """softmax(q k^T / sqrt(K) + causal mask) v on one device, in float32; returns q's dtype.
-
-    The kernel reads the fused projection [B, T, H, 3, K]: q, k and v sliced from one such
-    array (the model's) are stacked back without a copy (XLA folds the slices)."""
+def causal_attention_fused(qkv_BxTxHx3xK: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(K) + causal mask) v on one device for the fused projection
+    [B, T, H, 3, K] (q, k, v on axis 3), in float32; returns [B, T, H, K] in qkv's dtype. Its
+    gradient is the fused projection's, as the projection's backward reads it."""
     if not available():
         raise RuntimeError(f"the CPU attention kernel is unavailable: {build_error()}")
-    qkv_BxTxHx3xK = jnp.stack([q_BxTxHxK, k_BxTxHxK, v_BxTxHxK], axis=3).astype(jnp.float32)
-    return _attention(qkv_BxTxHx3xK).astype(q_BxTxHxK.dtype)
+    return _attention(qkv_BxTxHx3xK.astype(jnp.float32)).astype(qkv_BxTxHx3xK.dtype)
+
+
+def causal_attention(q_BxTxHxK: jax.Array, k_BxTxHxK: jax.Array, v_BxTxHxK: jax.Array) -> jax.Array:
+    """`causal_attention_fused` of q, k and v given apart (stacked for the kernel)."""
+    return causal_attention_fused(jnp.stack([q_BxTxHxK, k_BxTxHxK, v_BxTxHxK], axis=3))
