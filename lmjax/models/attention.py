@@ -35,12 +35,14 @@ def attention(
     causal: bool,
     impl: str,
     probs_dropout: Callable[[jax.Array], jax.Array] | None = None,
+    float32: bool = False,
 ) -> jax.Array:
     """softmax(q k^T / sqrt(K)) v over the keys a query may attend to: True in `mask_BxTxS`
     (None: every key), and with `causal=True` none after its own position (T == S when no mask
     is given). A query with no key to attend to (a row of padding) gets uniform weights, not
     NaN. `probs_dropout`, if given, is applied to the probabilities (BERT; `xla` only).
-    `impl` is a resolved kernel name (`auto` runs the einsums). Returns [B, T, H, K] in q's dtype.
+    `impl` is a resolved kernel name (`auto` runs the einsums). `float32`: 16-bit inputs are
+    computed in float32 (not by `cudnn`). Returns [B, T, H, K] in q's dtype.
     """
     length = q_BxTxHxK.shape[1]
     if mask_BxTxS is None and causal and k_BxSxHxK.shape[1] != length:
@@ -50,15 +52,18 @@ def attention(
         if probs_dropout is not None:
             raise ValueError("attention_impl='cudnn' has no attention dropout; use 'xla'")
         return cudnn.attention(*qkv, mask_BxTxS=mask_BxTxS, causal=causal)
+    dtype = q_BxTxHxK.dtype
+    if float32:
+        qkv = tuple(a.astype(jnp.float32) for a in qkv)
     whole = mask_BxTxS is None and probs_dropout is None and k_BxSxHxK.shape[1] == length
     out = None
     if impl == "cpu_ffi" and whole and causal:
         out = _per_shard(cpu_ffi.causal_attention, *qkv)
     elif impl == "tpu_splash" and whole and length % tpu_splash.BLOCK == 0:
         out = _per_shard(lambda q, k, v: tpu_splash.attention(q, k, v, causal=causal), *qkv)
-    if out is not None:
-        return out
-    return xla.attention(*qkv, mask_BxTxS=mask_BxTxS, causal=causal, probs_dropout=probs_dropout)
+    if out is None:
+        out = xla.attention(*qkv, mask_BxTxS=mask_BxTxS, causal=causal, probs_dropout=probs_dropout)
+    return out.astype(dtype)
 
 
 def self_attention(
@@ -68,10 +73,11 @@ def self_attention(
     causal: bool,
     impl: str,
     probs_dropout: Callable[[jax.Array], jax.Array] | None = None,
+    float32: bool = False,
 ) -> jax.Array:
     """`attention` of q, k, v stacked on axis 3 of one fused projection [B, T, H, 3, K]: the
-    kernel that reads the fused array (`cpu_ffi`) takes it as it is, and its gradient reaches
-    the projection without a copy; the others get q, k and v sliced."""
+    kernel that reads the fused array (`cpu_ffi`, float32 always) takes it as it is, and its
+    gradient reaches the projection without a copy; the others get q, k and v sliced."""
     if impl == "cpu_ffi" and mask_BxTxS is None and probs_dropout is None and causal:
         out = _per_shard(cpu_ffi.causal_attention_fused, qkv_BxTxHx3xK)
         if out is not None:
@@ -85,6 +91,7 @@ def self_attention(
         causal=causal,
         impl=impl,
         probs_dropout=probs_dropout,
+        float32=float32,
     )
 
 

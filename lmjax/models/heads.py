@@ -40,9 +40,9 @@ class MlmHead(nn.Module):
         cfg = self.cfg
         h_BxPxD = Dense((cfg.emb_dim,), ("embed", None), cfg, name="dense")(x_BxPxD)
         h_BxPxD = layer_norm(cfg, "ln")(ACTIVATIONS[cfg.activation](h_BxPxD))
-        logits_BxPxV = matmul(h_BxPxD, embedding_VxD, dtype=cfg.dtype, kernel_NxK=True).astype(
-            jnp.float32
-        )
+        logits_BxPxV = matmul(
+            h_BxPxD, embedding_VxD, dtype=cfg.dtype, kernel_NxK=True, impl=cfg.matmul_impl
+        ).astype(jnp.float32)
         bias_V = self.param(
             "bias",
             nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),

@@ -211,7 +211,8 @@ def matmul(
     num_in: int = 1,
     dtype: Any = None,
     kernel_NxK: bool = False,
-    impl: str = "xla",
+    *,
+    impl: str,
 ) -> jax.Array:
     """Contracts the last `num_in` dims of `x` with the first `num_in` of `kernel` (with its
     last dim if `kernel_NxK`: a [vocab, emb] embedding as the output layer), computing in
@@ -295,10 +296,9 @@ class MultiHeadAttention(nn.Module):
             probs_dropout = nn.Dropout(
                 cfg.attention_dropout_rate, deterministic=False, name="probs_dropout"
             )
-        dtype = qkv.dtype
         # XLA:CPU runs 16-bit batched dots in float32 anyway, and in bf16 the backward pass sums
         # the causal blocks' key/value gradients through chains of converts.
-        upcast = cfg.matmul_impl == "xla_cpu" and dtype.itemsize == 2
+        upcast = cfg.matmul_impl == "xla_cpu" and qkv.dtype.itemsize == 2
         if decode:
             # Write this call's keys/values at `cache_index` and attend over the whole cache;
             # `mask_BxTxS` (built by the caller) hides the slots not yet written.
@@ -310,27 +310,24 @@ class MultiHeadAttention(nn.Module):
             start = (0, cache_index, 0, 0)
             cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxK, start)
             cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxK, start)
-            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = (
-                a.astype(jnp.float32) if upcast else a
-                for a in (q_BxTxHxK, cached_k.value, cached_v.value)
-            )
             out_BxTxHxK = attention.attention(
                 q_BxTxHxK,
-                k_BxTxHxK,
-                v_BxTxHxK,
+                cached_k.value,
+                cached_v.value,
                 mask_BxTxS=mask_BxTxS,
                 causal=False,
                 impl=cfg.attention_impl,
+                float32=upcast,
             )
         else:
             out_BxTxHxK = attention.self_attention(
-                qkv.astype(jnp.float32) if upcast else qkv,
+                qkv,
                 mask_BxTxS=mask_BxTxS,
                 causal=cfg.causal,
                 impl=cfg.attention_impl,
                 probs_dropout=probs_dropout,
+                float32=upcast,
             )
-        out_BxTxHxK = out_BxTxHxK.astype(dtype)
         out_BxTxD = Dense(
             (cfg.emb_dim,),
             ("heads", "kv", "embed"),
