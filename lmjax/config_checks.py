@@ -20,7 +20,14 @@ from absl import logging
 from lmjax import errors
 from lmjax.data import books
 from lmjax.models import attention
-from lmjax.models.transformer import ACTIVATIONS, DTYPES, MATMUL_IMPLS, REMAT_POLICIES
+from lmjax.models.transformer import (
+    ACTIVATIONS,
+    CHECKPOINT_NAMES,
+    DTYPES,
+    MATMUL_IMPLS,
+    NAMED_POLICIES,
+    REMAT_POLICIES,
+)
 
 # The shortest sequence each task can lay out: BERT pretraining needs [CLS] A [SEP] B [SEP] with
 # A and B at least one token each; a classifier [CLS] A [SEP].
@@ -84,6 +91,12 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
         f"one of {', '.join(REMAT_POLICIES)}",
         "what remat keeps for the backward pass",
     ),
+    (
+        "model.remat_names",
+        lambda v: isinstance(v, (tuple, list)) and set(v) <= set(CHECKPOINT_NAMES),
+        f"a tuple of {', '.join(CHECKPOINT_NAMES)}",
+        "the tensors a named remat policy keeps",
+    ),
     ("optimizer.b1", _PROBABILITY, "in [0, 1)", "Adam's first-moment decay"),
     ("optimizer.b2", _PROBABILITY, "in [0, 1)", "Adam's second-moment decay"),
     ("optimizer.eps", _real(lambda v: v > 0), "a finite number > 0", "Adam's epsilon"),
@@ -142,6 +155,12 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise errors.InputError(
             f"config.model.emb_dim={model.emb_dim} does not divide into "
             f"config.model.num_heads={model.num_heads} heads: make emb_dim a multiple of num_heads"
+        )
+    if model.get("remat") and model.get("remat_policy") in NAMED_POLICIES and not model.remat_names:
+        raise errors.InputError(
+            f"config.model.remat_policy={model.remat_policy!r} keeps the tensors named in "
+            f"config.model.remat_names, which is empty: name some of {', '.join(CHECKPOINT_NAMES)} "
+            "(--config.model.remat_names=\"('qkv', 'attention')\")"
         )
     accum = config.get("grad_accum_steps", 1)
     if config.batch_size % accum:

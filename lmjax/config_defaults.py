@@ -16,6 +16,8 @@ def add_parallelism(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     # Kernels: "auto" is resolved from the run's devices (lmjax/models/attention.py).
     config.model.attention_impl = "auto"  # xla, cudnn (NVIDIA), tpu_splash (TPU), cpu_ffi (x86)
     config.model.matmul_impl = "auto"  # xla, xla_cpu (16-bit matmuls in XLA:CPU's fast forms)
+    # With remat and a named remat_policy: what to keep of qkv, attention, mlp_hidden.
+    config.model.remat_names = ()
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     config.use_pmap = False  # jax.pmap data parallelism (replicated state) instead of the mesh
     config.grad_accum_steps = 1  # split each batch into this many micro-batches (same update)
@@ -53,6 +55,7 @@ DEFAULTS = {
         "grad_accum_steps": 1,
         "model.attention_impl": "auto",
         "model.matmul_impl": "auto",
+        "model.remat_names": (),
     },
     "clm": {
         "data.tokenizer": "char",

@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks import suite
 from lmjax import flops, host_malloc
+from lmjax.models.kernels import cpu_ffi
 from lmjax.train import benchmark
 from tests.conftest import CONFIGS, REPO, run_script, script_env
 
@@ -255,10 +256,13 @@ def test_accelerator_script_runs_its_cpu_mode():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 4, proc.stdout
+    # The kernel auto took on this CPU: the GPT's (causal, head dim 32) is the CPU kernel's.
+    gpt_attention = "cpu_ffi" if cpu_ffi.unsupported(32, causal=True) is None else "xla"
     for line, model in zip(table[2:], ("gpt2_124m", "bert_base"), strict=True):
-        name, params, _, shape, dtype, ms, *_, mfu, peak = _cells(line)
+        name, params, _, shape, dtype, attention, ms, *_, mfu, peak = _cells(line)
         assert (name, shape, dtype) == (model, "1 x 32" if model == "gpt2_124m" else "2 x 32",
                                         "bfloat16"), line  # fmt: skip
+        assert attention == (gpt_attention if model == "gpt2_124m" else "xla"), line
         assert float(ms) > 0 and mfu.endswith("%") and "measured bfloat16 matmul" in peak
         # The random batches use the config's vocabulary (512 rows of width 64 here), not 65.
         assert float(params.rstrip("M")) * 1e6 > 512 * 64

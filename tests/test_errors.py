@@ -247,10 +247,24 @@ def test_a_damaged_config_json_is_one_line(tmp_path):
         inference.load_model(workdir, task="clm")
 
 
-def test_an_unknown_remat_policy(workdir):
-    config = tiny_config(**{"model.remat": True, "model.remat_policy": "save_only_these_names"})
-    _raises(config, workdir, "^config.model.remat_policy='save_only_these_names' must be one of "
-            "nothing_saveable, everything_saveable, dots_saveable, ")  # fmt: skip
+def test_remat_policies_that_cannot_run(workdir):
+    config = tiny_config(
+        **{"model.remat": True, "model.remat_policy": "offload_dot_with_no_batch_dims"}
+    )
+    _raises(config, workdir, "^config.model.remat_policy='offload_dot_with_no_batch_dims' must be "
+            "one of nothing_saveable, everything_saveable, dots_saveable, ")  # fmt: skip
+    config.model.remat_policy = "save_only_these_names"  # and no names
+    _raises(config, workdir, "^config.model.remat_policy='save_only_these_names' keeps the tensors "
+            "named in config.model.remat_names, which is empty: name some of qkv, attention, "
+            "mlp_hidden")  # fmt: skip
+    config.model.remat_names = ("qkv", "logits")
+    _raises(config, workdir, r"^config.model.remat_names=\('qkv', 'logits'\) must be a tuple of "
+            "qkv, attention, mlp_hidden")  # fmt: skip
+    config.model.remat_names = ("qkv",)
+    config.model.remat_policy = "save_and_offload_only_these_names"
+    _raises(config, workdir, "^config.model.remat_policy='save_and_offload_only_these_names' "
+            "offloads to host memory, which GPUs and TPUs have and this run's devices \\(cpu\\) "
+            "do not: use save_only_these_names")  # fmt: skip
 
 
 def test_a_gpu_kernel_on_a_cpu_fails_before_any_data_is_read(workdir):

@@ -294,7 +294,11 @@ def test_bfloat16_matmuls_compile_to_bfloat16_dots(kernel_NxK):
     assert operand_types == [("bf16", "bf16")] * 3
 
 
-def test_remat_equals_no_remat():
+@pytest.mark.parametrize(
+    "policy, names",
+    [("nothing_saveable", ()), ("save_only_these_names", ("qkv", "attention", "mlp_hidden"))],
+)
+def test_remat_equals_no_remat(policy, names):
     cfg = _cfg()
     params, tokens = _init(cfg)
 
@@ -302,8 +306,12 @@ def test_remat_equals_no_remat():
         return jnp.mean(Transformer(c).apply({"params": p}, tokens) ** 2)
 
     g1 = jax.grad(loss)(params, cfg)
-    g2 = jax.grad(loss)(params, _cfg(remat=True))
+    remat = _cfg(remat=True, remat_policy=policy, remat_names=names)
+    g2 = jax.grad(loss)(params, remat)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), g1, g2)
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, remat))
+    for name in names:  # the block tags the tensors the policy names
+        assert f"name={name}" in jaxpr, name
 
 
 def test_more_tokens_than_positions_is_an_error_not_a_silent_clip():

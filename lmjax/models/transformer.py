@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from lmjax.models import attention
 
@@ -27,8 +28,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # TransformerConfig.matmul_impl: "xla_cpu" computes 16-bit matmuls in the forms XLA:CPU runs on
 # the CPU's bf16 instructions (`matmul`); "xla" leaves them to the compiler (GPUs, TPUs).
 MATMUL_IMPLS = ("auto", "xla", "xla_cpu")
-# TransformerConfig.remat_policy: the jax.checkpoint_policies that are policies themselves (the
-# others, save_only_these_names, offload_*, ..., make one from arguments a config cannot give).
+# TransformerConfig.remat_policy: jax.checkpoint_policies by name. The first six are policies
+# themselves; the last two keep (or offload to host memory) the tensors named in `remat_names`.
 REMAT_POLICIES = (
     "nothing_saveable",
     "everything_saveable",
@@ -36,7 +37,12 @@ REMAT_POLICIES = (
     "checkpoint_dots",
     "dots_with_no_batch_dims_saveable",
     "checkpoint_dots_with_no_batch_dims",
+    "save_only_these_names",
+    "save_and_offload_only_these_names",
 )
+NAMED_POLICIES = REMAT_POLICIES[-2:]
+# The tensors a block tags with `checkpoint_name`, for the named policies.
+CHECKPOINT_NAMES = ("qkv", "attention", "mlp_hidden")
 
 
 @jax.custom_vjp
@@ -117,6 +123,7 @@ class TransformerConfig:
     matmul_impl: str = "auto"  # MATMUL_IMPLS; "auto" as attention_impl ("xla" when unresolved)
     remat: bool = False  # recompute each block's activations in the backward pass
     remat_policy: str = "nothing_saveable"  # what remat keeps: a jax.checkpoint_policies name
+    remat_names: tuple[str, ...] = ()  # CHECKPOINT_NAMES kept by the named policies
 
     def __post_init__(self):
         if self.norm_position not in ("pre", "post"):
@@ -129,6 +136,8 @@ class TransformerConfig:
             raise ValueError(f"matmul_impl {self.matmul_impl!r} unknown; known: {MATMUL_IMPLS}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy {self.remat_policy!r} unknown; known: {REMAT_POLICIES}")
+        if set(self.remat_names) - set(CHECKPOINT_NAMES):
+            raise ValueError(f"remat_names {self.remat_names} not all in {CHECKPOINT_NAMES}")
 
     @classmethod
     def kwargs_from(cls, model_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,6 +145,8 @@ class TransformerConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in dict(model_config).items() if k in names}
         kwargs["dtype"] = DTYPES[kwargs.get("dtype", "float32")]
+        if "remat_names" in kwargs:  # config.json keeps it as a list
+            kwargs["remat_names"] = tuple(kwargs["remat_names"])
         return kwargs
 
     @classmethod
@@ -241,6 +252,22 @@ def matmul(
     return y.reshape(*x.shape[: x.ndim - num_in], *out_shape)
 
 
+def remat_policy(cfg: TransformerConfig) -> Callable:
+    """The jax.checkpoint_policies policy `cfg.remat_policy` names (with `cfg.remat_names` for
+    the named ones; offloaded from device to pinned host memory: GPUs and TPUs)."""
+    policies = jax.checkpoint_policies
+    if cfg.remat_policy == "save_only_these_names":
+        return policies.save_only_these_names(*cfg.remat_names)
+    if cfg.remat_policy == "save_and_offload_only_these_names":
+        return policies.save_and_offload_only_these_names(
+            names_which_can_be_saved=(),
+            names_which_can_be_offloaded=cfg.remat_names,
+            offload_src="device",
+            offload_dst="pinned_host",
+        )
+    return getattr(policies, cfg.remat_policy)
+
+
 class Dense(nn.Module):
     """x @ kernel (+ bias), the kernel's dims named by `axes` (inputs first, then `features`)."""
 
@@ -291,6 +318,7 @@ class MultiHeadAttention(nn.Module):
             x_BxTxD
         )
         qkv = nn.with_logical_constraint(qkv, ("batch", "length", "heads", None, "kv"))
+        qkv = checkpoint_name(qkv, "qkv")
         probs_dropout = None
         if train and cfg.attention_dropout_rate > 0:
             probs_dropout = nn.Dropout(
@@ -328,6 +356,7 @@ class MultiHeadAttention(nn.Module):
                 probs_dropout=probs_dropout,
                 float32=upcast,
             )
+        out_BxTxHxK = checkpoint_name(out_BxTxHxK, "attention")
         out_BxTxD = Dense(
             (cfg.emb_dim,),
             ("heads", "kv", "embed"),
@@ -347,6 +376,7 @@ class Mlp(nn.Module):
         cfg = self.cfg
         h_BxTxF = Dense((cfg.mlp_dim,), ("embed", "mlp"), cfg, name="fc")(x_BxTxD)
         h_BxTxF = nn.with_logical_constraint(h_BxTxF, ("batch", "length", "mlp"))
+        h_BxTxF = checkpoint_name(h_BxTxF, "mlp_hidden")
         h_BxTxF = ACTIVATIONS[cfg.activation](h_BxTxF)
         out_BxTxD = Dense(
             (cfg.emb_dim,),
@@ -490,8 +520,7 @@ class Transformer(nn.Module):
         x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "embed"))
         block = Block
         if cfg.remat:  # static: decode, train
-            policy = getattr(jax.checkpoint_policies, cfg.remat_policy)
-            block = nn.remat(Block, static_argnums=(3, 5), policy=policy)
+            block = nn.remat(Block, static_argnums=(3, 5), policy=remat_policy(cfg))
         for i in range(cfg.num_layers):
             x_BxTxD = block(cfg, name=f"block_{i}")(x_BxTxD, mask_BxTxS, decode, start, train)
         return x_BxTxD, table_VxD

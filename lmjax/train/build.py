@@ -67,6 +67,7 @@ def setup(
     config = tasks.resolve_config(config, workdir)
     mesh = parallel.make_mesh(config.mesh, devices) if mesh is None else mesh
     kernels = resolve_kernels(config, mesh)
+    _check_offload(config, mesh)
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
     parallel.check_batch_size(config.batch_size, mesh, rules, config.grad_accum_steps)
     parallel.check_model_fits_mesh(config.model, mesh, rules)
@@ -75,6 +76,18 @@ def setup(
         with_kernels.model[key] = choice.impl
         logging.info("model.%s: %s (%s)", key, choice.impl, choice.reason)
     return Setup(config, tasks.get_task(with_kernels), mesh, rules, kernels)
+
+
+def _check_offload(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+    """InputError for a remat policy that offloads to host memory on devices without it."""
+    if config.model.get("remat") and config.model.remat_policy.startswith("save_and_offload"):
+        platforms = sorted({d.platform for d in mesh.devices.flat})
+        if not set(platforms) <= {"gpu", "tpu"}:
+            raise errors.InputError(
+                f"config.model.remat_policy={config.model.remat_policy!r} offloads to host "
+                f"memory, which GPUs and TPUs have and this run's devices ({', '.join(platforms)}) "
+                "do not: use save_only_these_names"
+            )
 
 
 def resolve_kernels(config: ml_collections.ConfigDict, mesh: Mesh) -> dict[str, attention.Choice]:
