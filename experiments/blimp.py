@@ -4,12 +4,14 @@
       [--output=/tmp/blimp_pairs.jsonl] [--metric=pll|pll_word_l2r] [--batch_size=64] \
       [--data=path/to/blimp]
   python experiments/blimp.py --workdir=/tmp/shakespeare --every_checkpoint --limit=100
+  python experiments/blimp.py --seed_table=docs/experiments/blimp_10m  # ARM_SEED.json files
 
 Any GPT (task clm: sum of token log-probs after a start token) or BERT pretraining workdir
 (task mlm_nsp: pseudo-log-likelihood), trained here or imported with experiments/convert.py.
 Prints overall, per-phenomenon and per-field accuracies beside the paper's models and the ties;
 writes blimp.json and blimp.png into the workdir (beside --output when given) and, with
---output, one JSON line per pair. See docs/blimp.md.
+--output, one JSON line per pair. `--seed_table` reads copies of blimp.json named ARM_SEED.json
+and prints the markdown table of each arm's mean ± std over its seeds. See docs/blimp.md.
 """
 
 from lmjax import host_malloc
@@ -39,11 +41,19 @@ _BATCH_SIZE = flags.DEFINE_integer(
 _EVERY = flags.DEFINE_bool(
     "every_checkpoint", False, "Score every checkpoint (a curve) instead of one; no --output."
 )
-flags.mark_flags_as_required(["workdir"])
+_SEED_TABLE = flags.DEFINE_string(
+    "seed_table", None, "A folder of ARM_SEED.json summaries: print mean ± std per arm."
+)
 
 
 def main(argv):
     del argv
+    if _SEED_TABLE.value:
+        runs = blimp.seed_runs(_SEED_TABLE.value)
+        print(blimp.format_seed_table({arm: blimp.over_seeds(r) for arm, r in runs.items()}))
+        return
+    if not _WORKDIR.value:
+        raise errors.InputError("give --workdir=DIR (a trained GPT or BERT), or --seed_table")
     if _EVERY.value:
         if _STEP.value is not None or _OUTPUT.value:
             raise errors.InputError("--every_checkpoint scores every step: drop --step/--output")

@@ -515,3 +515,31 @@ def test_imported_hugging_face_bert_workdir(bert_scores, pairs, tmp_path):
         np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0, err_msg=name)
     table = blimp.format_table(summary)
     assert table.splitlines()[1].split()[:2] == ["pll_word_l2r", "pll"]
+
+
+def test_seed_table_is_the_mean_and_sample_std_of_each_arm(tmp_path):
+    """ARM_SEED.json files grouped by arm (curves and other files ignored): overall mean ± std
+    (ddof 1) of each run's own metric, phenomena averaged over the seeds."""
+    overall = {"gpt": [0.56, 0.55, 0.57], "bert": [0.51, 0.53]}
+    for arm, values in overall.items():
+        for seed, value in enumerate(values):
+            metric = "logp" if arm == "gpt" else "pll"
+            phenomena = {"ellipsis": value - 0.2, "binding": value + 0.1}
+            other = {"overall": 0.0, "phenomena": {"ellipsis": 0.0, "binding": 0.0}}
+            results = {metric: {"overall": value, "phenomena": phenomena}, "pll_word_l2r": other}
+            summary = {"metric": metric, "results": results}
+            (tmp_path / f"{arm}_{seed}.json").write_text(json.dumps(summary))
+    (tmp_path / "gpt_0_curve.json").write_text("[]")
+    runs = blimp.seed_runs(str(tmp_path))
+    assert sorted(runs) == ["bert", "gpt"] and len(runs["gpt"]) == 3
+    gpt = blimp.over_seeds(runs["gpt"])
+    assert gpt["mean"] == pytest.approx(np.mean(overall["gpt"]))
+    assert gpt["std"] == pytest.approx(np.std(overall["gpt"], ddof=1))
+    assert gpt["phenomena"]["ellipsis"] == pytest.approx(np.mean(overall["gpt"]) - 0.2)
+    table = blimp.format_seed_table({arm: blimp.over_seeds(r) for arm, r in runs.items()})
+    assert "| **overall**, mean ± std | **52.0 ± 1.4** | **56.0 ± 1.0** |" in table
+    assert "| binding | 62.0 | 66.0 |" in table
+    (tmp_path / "empty").mkdir()
+    for folder in ("empty", "missing"):
+        with pytest.raises(errors.MissingInput, match=f"no ARM_SEED.json summaries in .*{folder}$"):
+            blimp.seed_runs(str(tmp_path / folder))

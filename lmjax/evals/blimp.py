@@ -23,6 +23,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -451,3 +452,55 @@ def plot_summary(summary: Mapping, path: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+#### Several seeds of several arms: mean ± std
+
+
+def seed_runs(folder: str) -> dict[str, list[dict]]:
+    """{arm: [summary, ...]} of FOLDER's `ARM_SEED.json` files (blimp.json copies), by seed."""
+    arms: dict[str, list[tuple[int, dict]]] = {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        match = re.fullmatch(r"(.+)_(\d+)\.json", name)
+        if match:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                arms.setdefault(match[1], []).append((int(match[2]), json.load(f)))
+    if not arms:
+        raise errors.MissingInput(f"no ARM_SEED.json summaries in {folder}")
+    return {arm: [s for _, s in sorted(runs)] for arm, runs in arms.items()}
+
+
+def over_seeds(runs: Sequence[Mapping]) -> dict:
+    """Overall accuracy's mean and sample std (ddof 1) over the seeds' summaries (each scored
+    with its own `metric`), and each phenomenon's mean."""
+    results = [run["results"][run["metric"]] for run in runs]
+    overall = np.array([r["overall"] for r in results])
+    phenomena = {
+        name: float(np.mean([r["phenomena"][name] for r in results]))
+        for name in results[0]["phenomena"]
+    }
+    return {
+        "seeds": len(runs),
+        "mean": float(overall.mean()),
+        "std": float(overall.std(ddof=1)) if len(runs) > 1 else float("nan"),
+        "overall": overall.tolist(),
+        "phenomena": phenomena,
+    }
+
+
+def format_seed_table(arms: Mapping[str, Mapping]) -> str:
+    """Markdown: one column per arm (`over_seeds`), overall mean ± std, then each phenomenon's
+    mean over the seeds, in percent."""
+    names = list(arms)
+    out = [
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        "| seeds | " + " | ".join(str(arms[a]["seeds"]) for a in names) + " |",
+        "| **overall**, mean ± std | "
+        + " | ".join(f"**{100 * arms[a]['mean']:.1f} ± {100 * arms[a]['std']:.1f}**" for a in names)
+        + " |",
+    ]
+    for phenomenon in arms[names[0]]["phenomena"]:
+        values = " | ".join(f"{100 * arms[a]['phenomena'][phenomenon]:.1f}" for a in names)
+        out.append(f"| {phenomenon} | {values} |")
+    return "\n".join(out)
