@@ -75,6 +75,7 @@ def get_config(arg=None):
     config.checkpoint_max_to_keep = 3
 
     config = config_defaults.add_parallelism(config)
+    config.model.vocab_multiple = 128  # 50,257 tokens in a table of 50,304 rows (nanoGPT's)
     config.grad_accum_steps = 8  # 512 = 8 micro-batches of 64 (8 per device on 8 GPUs)
 
     if arg == "test":

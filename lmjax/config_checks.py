@@ -69,6 +69,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("model.emb_dim", _POSITIVE_INT, "≥ 1", "the model width"),
     ("model.mlp_dim", _POSITIVE_INT, "≥ 1", "the MLP's hidden width"),
     ("model.max_len", _COUNT, "≥ 0", "learned positions (0: seq_len)"),
+    ("model.vocab_multiple", _POSITIVE_INT, "≥ 1", "the token table's rows are a multiple of it"),
     ("model.dropout_rate", _PROBABILITY, "in [0, 1)", "the hidden dropout rate"),
     ("model.attention_dropout_rate", _PROBABILITY, "in [0, 1)", "the attention dropout rate"),
     ("model.dtype", lambda v: v in DTYPES, f"one of {sorted(DTYPES)}", "the compute dtype"),

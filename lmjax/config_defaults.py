@@ -18,6 +18,8 @@ def add_parallelism(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     config.model.matmul_impl = "auto"  # xla, xla_cpu (16-bit matmuls in XLA:CPU's fast forms)
     # With remat and a named remat_policy: what to keep of qkv, attention, mlp_hidden.
     config.model.remat_names = ()
+    # Token-table rows rounded up to a multiple of this (128 for accelerators; 1: none).
+    config.model.vocab_multiple = 1
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     config.use_pmap = False  # jax.pmap data parallelism (replicated state) instead of the mesh
     config.grad_accum_steps = 1  # split each batch into this many micro-batches (same update)
@@ -56,6 +58,7 @@ DEFAULTS = {
         "model.attention_impl": "auto",
         "model.matmul_impl": "auto",
         "model.remat_names": (),
+        "model.vocab_multiple": 1,
     },
     "clm": {
         "data.tokenizer": "char",

@@ -294,11 +294,14 @@ def test_gpt2_model_without_lm_head_reads_the_same(hf_dirs, tmp_path):
     _assert_same_variables(variables, hf.import_model(path)[1])
 
 
-def test_lmjax_gpt_without_biases_exports_as_gpt2(tmp_path):
-    """nanoGPT's recipe (no biases) exports with zero biases; transformers gives its logits."""
+@pytest.mark.parametrize("vocab_multiple", [1, 64])
+def test_lmjax_gpt_without_biases_exports_as_gpt2(tmp_path, vocab_multiple):
+    """nanoGPT's recipe (no biases) exports with zero biases; transformers gives its logits.
+    A token table padded to 128 rows exports its 65 real ones."""
     cfg = TransformerConfig(
-        vocab_size=65, max_len=24, num_layers=2, num_heads=4, emb_dim=32, mlp_dim=96, init_std=0.1
-    )
+        vocab_size=65, max_len=24, num_layers=2, num_heads=4, emb_dim=32, mlp_dim=96, init_std=0.1,
+        vocab_multiple=vocab_multiple,
+    )  # fmt: skip
     model = Transformer(cfg)
     ids = np.random.default_rng(0).integers(0, 65, (2, 24))
     params = parallel.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), jnp.asarray(ids))["params"])

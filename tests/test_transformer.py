@@ -314,6 +314,27 @@ def test_remat_equals_no_remat(policy, names):
         assert f"name={name}" in jaxpr, name
 
 
+def test_a_padded_token_table_gives_the_logits_of_its_real_rows():
+    """vocab_multiple=8 pads the 11-token table to 16 rows: the logits (and the loss's
+    gradients) are those of the unpadded model holding the first 11 rows; the padding rows
+    get no gradient."""
+    padded, plain = _cfg(vocab_multiple=8), _cfg()
+    params, tokens = _init(padded)
+    assert params["tok_embed"]["embedding"].shape == (16, padded.emb_dim)
+    cut = {**params, "tok_embed": {"embedding": params["tok_embed"]["embedding"][:11]}}
+
+    def loss(p, c):
+        logits = Transformer(c).apply({"params": p}, tokens)
+        assert logits.shape == (*tokens.shape, 11)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+    np.testing.assert_allclose(loss(params, padded), loss(cut, plain), rtol=1e-6)
+    grad = jax.grad(loss)(params, padded)["tok_embed"]["embedding"]
+    want = jax.grad(loss)(cut, plain)["tok_embed"]["embedding"]
+    np.testing.assert_allclose(grad[:11], want, rtol=1e-5, atol=1e-7)
+    assert not np.any(grad[11:])
+
+
 def test_more_tokens_than_positions_is_an_error_not_a_silent_clip():
     cfg = _cfg()
     params, _ = _init(cfg)

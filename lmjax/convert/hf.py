@@ -324,6 +324,9 @@ def export_model(
                 f"params/{lmjax_name}: shape {None if x is None else tuple(x.shape)}, but the "
                 f"model's config makes it {box.value.shape}"
             )
+        if lmjax_name == "tok_embed/embedding":  # padding rows (vocab_multiple) have no place
+            x = x[: cfg.vocab_size]
+            box = box.replace_boxed(jax.ShapeDtypeStruct(tuple(x.shape), box.value.dtype))
         for n, t in zip(hf_names, to_hf(kind, jnp.asarray(x, jnp.float32), box), strict=True):
             tensors[n] = np.ascontiguousarray(np.asarray(t, np.float32))
     if params:

@@ -12,7 +12,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax.models.transformer import ACTIVATIONS, Dense, TransformerConfig, layer_norm, matmul
+from lmjax.models.transformer import (
+    ACTIVATIONS,
+    Dense,
+    TransformerConfig,
+    layer_norm,
+    matmul,
+    unpad_vocab,
+)
 
 
 class Pooler(nn.Module):
@@ -42,7 +49,8 @@ class MlmHead(nn.Module):
         h_BxPxD = layer_norm(cfg, "ln")(ACTIVATIONS[cfg.activation](h_BxPxD))
         logits_BxPxV = matmul(
             h_BxPxD, embedding_VxD, dtype=cfg.dtype, kernel_NxK=True, impl=cfg.matmul_impl
-        ).astype(jnp.float32)
+        )
+        logits_BxPxV = unpad_vocab(cfg, logits_BxPxV).astype(jnp.float32)
         bias_V = self.param(
             "bias",
             nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),

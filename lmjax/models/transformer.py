@@ -99,7 +99,7 @@ ACTIVATIONS = {
 class TransformerConfig:
     """Architecture hyper-parameters; built from `config.model` by `from_config_dict`."""
 
-    vocab_size: int
+    vocab_size: int  # the tokenizer's; logits have this many entries
     max_len: int  # number of learned positions
     num_layers: int = 4
     num_heads: int = 4
@@ -124,8 +124,18 @@ class TransformerConfig:
     remat: bool = False  # recompute each block's activations in the backward pass
     remat_policy: str = "nothing_saveable"  # what remat keeps: a jax.checkpoint_policies name
     remat_names: tuple[str, ...] = ()  # CHECKPOINT_NAMES kept by the named policies
+    # The token table's rows rounded up to a multiple of this (128 on accelerators: aligned
+    # output matmuls, and a table the tensor axis divides); the padding rows' logits are cut off.
+    vocab_multiple: int = 1
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token table: `vocab_size` rounded up to a multiple of `vocab_multiple`."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     def __post_init__(self):
+        if self.vocab_multiple < 1:
+            raise ValueError(f"vocab_multiple must be >= 1, got {self.vocab_multiple}")
         if self.norm_position not in ("pre", "post"):
             raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
         if self.activation not in ACTIVATIONS:
@@ -388,6 +398,13 @@ class Mlp(nn.Module):
         return nn.Dropout(cfg.dropout_rate)(out_BxTxD, deterministic=not train)
 
 
+def unpad_vocab(cfg: TransformerConfig, logits: jax.Array) -> jax.Array:
+    """`logits` [..., padded V] without the padding rows' entries: [..., V]."""
+    if cfg.padded_vocab_size == cfg.vocab_size:
+        return logits
+    return logits[..., : cfg.vocab_size]
+
+
 def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_epsilon,
@@ -451,7 +468,7 @@ class Transformer(nn.Module):
         train: bool = False,
     ) -> tuple[jax.Array, jax.Array]:
         """Embeddings and blocks: hidden states [B, T, D] (before any final LayerNorm) and the
-        token-embedding matrix [V, D] for tied heads.
+        token-embedding matrix [V, D] for tied heads (its rows padded: `padded_vocab_size`).
 
         Called from the compact `__call__` of this class or a subclass, so its parameters sit at
         the top of the tree. `attention_mask_BxT` (1 = real token) hides padded keys.
@@ -461,7 +478,7 @@ class Transformer(nn.Module):
         if length > cfg.max_len:  # jnp.take would clip the positions silently
             raise ValueError(f"{length} tokens exceed the model's {cfg.max_len} positions")
         embed = nn.Embed(
-            cfg.vocab_size,
+            cfg.padded_vocab_size,
             cfg.emb_dim,
             dtype=cfg.dtype,
             embedding_init=nn.with_logical_partitioning(_dense_init(cfg), ("vocab", "embed")),
@@ -536,5 +553,6 @@ class Transformer(nn.Module):
         logits_BxTxV = matmul(
             x_BxTxD, embedding_VxD, dtype=cfg.dtype, kernel_NxK=True, impl=cfg.matmul_impl
         )
+        logits_BxTxV = unpad_vocab(cfg, logits_BxTxV)
         logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
         return logits_BxTxV.astype(jnp.float32)

@@ -274,7 +274,8 @@ class MlmNsp(base.BertTask):
         positions (max_predictions_per_seq of seq_len), where the gathered MLM head runs."""
         config = self.config
         m = config.model
-        embedding = vocab_size * m.emb_dim
+        multiple = m.get("vocab_multiple", 1)
+        embedding = -(-vocab_size // multiple) * multiple * m.emb_dim  # the padded table's
         predicted = config.data.max_predictions_per_seq / config.seq_len
         return (
             flops.flops_per_token(num_params - embedding, m.num_layers, m.emb_dim, config.seq_len)
