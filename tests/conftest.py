@@ -48,6 +48,21 @@ def make_task(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def token_ids_cache(tmp_path_factory):
+    """The session's own cache of token ids (lmjax/data/token_cache.py), in process and in the
+    scripts the tests start: nothing from an earlier session is read back."""
+    from lmjax.data import token_cache
+
+    before = os.environ.get(token_cache.ENV)
+    os.environ[token_cache.ENV] = str(tmp_path_factory.mktemp("token_cache"))
+    yield
+    if before is None:
+        os.environ.pop(token_cache.ENV)
+    else:
+        os.environ[token_cache.ENV] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
     """One persistent XLA compilation cache for the session, in process and in the scripts the
     tests start (through the environment): the tests compile the same tiny programs again and

@@ -13,7 +13,7 @@ import optax
 
 from lmjax import errors, flops
 from lmjax import workdir as workdir_lib
-from lmjax.data import books, corpora, pipeline, tokenizers
+from lmjax.data import books, corpora, pipeline, token_cache, tokenizers
 from lmjax.models.transformer import Transformer, TransformerConfig
 from lmjax.tasks import base
 from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
@@ -72,6 +72,12 @@ def encode_in_chunks(
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
+def _encode_all(tokenizer: tokenizers.Tokenizer, texts: list[str]) -> np.ndarray:
+    """The ids of `texts` one after the other, then each text's number of ids."""
+    encoded = [encode_in_chunks(tokenizer, text) for text in texts]
+    return np.concatenate([*encoded, np.array([len(e) for e in encoded], np.int32)])
+
+
 def check_windows(config: ml_collections.ConfigDict, num_tokens: int, num_train: int) -> None:
     """Both splits of the corpus hold at least one window of `seq_len + 1` tokens (an input and
     its shifted target); `errors.InputError` naming the corpus, the split and the fix otherwise."""
@@ -104,12 +110,17 @@ class Clm(base.BaseTask):
         config = self.config
         text = read_corpus_text(config)
         tokenizer = make_tokenizer(config, text, workdir)
-        ids = encode_in_chunks(tokenizer, text)
+        texts = [text]
+        if config.data.max_words:  # the valid books are held out
+            texts.append(books.books_text(config.data.path, "valid"))
+        # Every text's ids, then their lengths (one array for the cache).
+        ids_and_lengths = token_cache.load_or_build(
+            token_cache.key(texts, tokenizer), lambda: _encode_all(tokenizer, texts)
+        )
+        lengths = ids_and_lengths[-len(texts) :]
+        ids = ids_and_lengths[: -len(texts)]
         if config.data.max_words:
-            split = len(ids)
-            ids = np.concatenate(
-                [ids, encode_in_chunks(tokenizer, books.books_text(config.data.path, "valid"))]
-            )
+            split = int(lengths[0])
         else:
             split = int(len(ids) * config.data.train_fraction)
         check_windows(config, len(ids), split)
