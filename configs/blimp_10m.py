@@ -5,10 +5,13 @@
   python experiments/blimp.py --workdir=/tmp/lmjax/blimp10m/gpt_0
 
 Presets: `gpt` (causal LM, the default), `bert` (MLM + NSP), `bert_mlm` (MLM only), each with
-`_test` after it for a few steps on the four-book fixture (CI; `test` is `gpt_test`). Every arm
-reads the first 10,000,000 words of the `train` books (`data.max_words`), tokenizes them with
-the books' 16k WordPiece vocabulary, and trains 2 layers of width 128 at T128, batch 32, in
-float32; the `valid` books are held out. The step counts spend the same wall-clock budget in
+`_test` after it for a few steps on the four-book fixture (CI; `test` is `gpt_test`), and with
+`_accelerator` for the same protocol on one GPU or TPU: the same words and tokenizer, a model of
+6 layers of width 512 in bfloat16, batch 128, ten passes over the words (8,000 steps for every
+arm: not timed on a device yet; time a pass with benchmark.py first and keep equal wall clocks).
+Every arm reads the first 10,000,000 words of the `train` books (`data.max_words`), tokenizes
+them with the books' 16k WordPiece vocabulary, and trains 2 layers of width 128 at T128, batch
+32, in float32; the `valid` books are held out. The step counts spend the same wall-clock budget in
 every arm, about 30 minutes on one core of the 2-core CPU (each run pinned with `taskset -c N`,
 two at a time), from a timed pass before the runs (docs/experiments/blimp_10m.md): 1,081 ms a
 GPT step (its 16k-way softmax at every position is most of it), 423-430 ms a BERT step. A
@@ -36,10 +39,12 @@ def _load(name):
 
 def get_config(arg="gpt"):
     arg = {"": "gpt", None: "gpt", "test": "gpt_test"}.get(arg, arg)  # every config has :test
-    arm = arg.removesuffix("_test")
-    test = arm != arg
+    arm = arg.removesuffix("_test").removesuffix("_accelerator")
+    test, accelerator = arg.endswith("_test"), arg.endswith("_accelerator")
     if arm not in STEPS:
-        raise ValueError(f"unknown preset {arg!r}; known: gpt, bert, bert_mlm (+ _test)")
+        raise ValueError(
+            f"unknown preset {arg!r}; known: gpt, bert, bert_mlm (+ _test or _accelerator)"
+        )
     preset = "test" if test else None
     if arm == "gpt":
         config = _load("gpt_shakespeare_char")(preset)  # nanoGPT's recipe: pre-LN, AdamW 0.9/0.99
@@ -67,4 +72,13 @@ def get_config(arg="gpt"):
     config.eval_steps = 50  # a fixed sample of the held-out books, 1,600 sequences
     config.checkpoint_every_steps = STEPS[arm] // 10
     config.checkpoint_max_to_keep = 11  # every 10% of the run, for the BLiMP curve
+    if accelerator:
+        sizes = {"num_layers": 6, "num_heads": 8, "emb_dim": 512, "mlp_dim": 2048}
+        for key, value in sizes.items():
+            config.model[key] = value
+        config.model.dtype = "bfloat16"
+        config.batch_size = 128
+        config.num_train_steps = 8000  # 131M tokens or positions: ten passes over 13.35M
+        config.warmup_steps = 400
+        config.eval_every_steps = config.checkpoint_every_steps = 800
     return config
