@@ -24,7 +24,6 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from jax.sharding import Mesh
 
 from lmjax import errors, tasks
@@ -74,7 +73,6 @@ def setup(
     with_kernels = config.copy_and_resolve_references()
     for key, choice in kernels.items():
         with_kernels.model[key] = choice.impl
-        logging.info("model.%s: %s (%s)", key, choice.impl, choice.reason)
     return Setup(config, tasks.get_task(with_kernels), mesh, rules, kernels)
 
 

@@ -171,6 +171,8 @@ def _train(
     peak_flops = flops.measure_peak_flops(jax.numpy.dtype(config.model.dtype)) * s.mesh.devices.size
     schedule = step.learning_rate_schedule(config)
     logging.info("model: %s parameters (position embeddings excluded)", f"{num_params:,}")
+    for key, choice in s.kernels.items():  # what auto took on these devices (kernels.json too)
+        logging.info("model.%s: %s (%s)", key, choice.impl, choice.reason)
 
     #### Train
     stop, stopped_by = _StopRequest(), None
