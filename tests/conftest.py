@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 
 import jax
 import pytest
@@ -106,6 +107,22 @@ def no_network(monkeypatch):
 @pytest.fixture
 def workdir(tmp_path):
     return str(tmp_path / "workdir")
+
+
+def run_snippet(code, devices=1, env=None, timeout=600):
+    """Runs Python `code` (dedented) in a fresh process in the repository, with `devices`
+    simulated CPU devices and `env`'s variables added; asserts that it exits 0 with "OK" as the
+    last line of its output."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**script_env(devices), **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+    return proc
 
 
 def run_script(script, *args, devices=1, timeout=600, check=True, env=None, python_flags=()):

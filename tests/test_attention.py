@@ -3,9 +3,6 @@ float64 numpy, the cuDNN wrapper with its call stubbed, and `auto`'s choice for 
 
 The CPU kernel's own tests (build, AVX2, sharding) are in test_attention_cpu_ffi.py."""
 
-import subprocess
-import sys
-import textwrap
 import types
 
 import jax
@@ -16,7 +13,7 @@ import pytest
 from lmjax import errors
 from lmjax.models import attention
 from lmjax.models.kernels import cpu_ffi, tpu_splash, xla
-from tests.conftest import REPO, script_env, tiny_config
+from tests.conftest import run_snippet, tiny_config
 
 
 def _reference(q, k, v, mask, dout):
@@ -254,12 +251,4 @@ print("OK")
 def test_a_mesh_equals_one_device_with_each_kernel_that_runs_here():
     """xla, cpu_ffi and tpu_splash (interpreted) over a data x tensor mesh of 8 CPU devices:
     the numbers of one device, and the batch and heads never gathered."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_MESH)],
-        env=script_env(devices=8),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+    run_snippet(_MESH, devices=8)

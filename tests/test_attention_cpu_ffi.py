@@ -2,9 +2,6 @@
 model against the einsums, sharded over a mesh without gathering the batch, and its build."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +11,7 @@ import pytest
 
 from lmjax.models import transformer
 from lmjax.models.kernels import cpu_ffi
-from tests.conftest import REPO, script_env
+from tests.conftest import run_snippet
 
 
 def _reference(qkv, dout):
@@ -130,15 +127,7 @@ def test_sharded_pmapped_and_vmapped():
     """Under a data x tensor mesh each device runs the kernel on its batch rows and heads:
     the same numbers as on one device, and no all-gather in the compiled step; a batch that
     the mesh does not divide goes to the einsums. Under pmap and vmap: the same numbers."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SHARDED)],
-        env=script_env(devices=8),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+    run_snippet(_SHARDED, devices=8, timeout=300)
 
 
 _AVX2 = """
@@ -155,15 +144,7 @@ print("OK")
 def test_an_avx2_build_matches_float64(tmp_path):
     """Built for AVX2 without AVX-512 (8-float vectors, 6 x 2 tiles: another code path), the
     kernel gives the same numbers."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_AVX2)],
-        env={**script_env(), "XDG_CACHE_HOME": str(tmp_path)},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+    run_snippet(_AVX2, env={"XDG_CACHE_HOME": str(tmp_path)}, timeout=300)
     (library,) = os.listdir(tmp_path / "lmjax")  # built here, not the native one from the cache
     assert library.startswith("cpu_ffi-")
 

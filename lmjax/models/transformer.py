@@ -130,8 +130,7 @@ class TransformerConfig:
 
     @property
     def padded_vocab_size(self) -> int:
-        """Rows of the token table: `vocab_size` rounded up to a multiple of `vocab_multiple`."""
-        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+        return padded_vocab_size(self.vocab_size, self.vocab_multiple)
 
     def __post_init__(self):
         if self.vocab_multiple < 1:
@@ -164,6 +163,11 @@ class TransformerConfig:
         cls, model_config: Mapping[str, Any], vocab_size: int, max_len: int
     ) -> TransformerConfig:
         return cls(vocab_size=vocab_size, max_len=max_len, **cls.kwargs_from(model_config))
+
+
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+    """Rows of the token table: `vocab_size` rounded up to a multiple of `multiple`."""
+    return -(-vocab_size // multiple) * multiple
 
 
 def _dense_init(cfg, scale=1.0):

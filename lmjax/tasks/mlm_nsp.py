@@ -24,6 +24,7 @@ from lmjax import errors, flops
 from lmjax import workdir as workdir_lib
 from lmjax.data import books, corpora, pipeline, pretraining, streaming, text, tokenizers
 from lmjax.models import bert
+from lmjax.models.transformer import padded_vocab_size
 from lmjax.tasks import base
 from lmjax.tasks.base import Batch, MetricSums, Outputs, Params
 
@@ -274,8 +275,7 @@ class MlmNsp(base.BertTask):
         positions (max_predictions_per_seq of seq_len), where the gathered MLM head runs."""
         config = self.config
         m = config.model
-        multiple = m.get("vocab_multiple", 1)
-        embedding = -(-vocab_size // multiple) * multiple * m.emb_dim  # the padded table's
+        embedding = padded_vocab_size(vocab_size, m.get("vocab_multiple", 1)) * m.emb_dim
         predicted = config.data.max_predictions_per_seq / config.seq_len
         return (
             flops.flops_per_token(num_params - embedding, m.num_layers, m.emb_dim, config.seq_len)

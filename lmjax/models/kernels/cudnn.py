@@ -17,12 +17,13 @@ def unsupported(device: jax.Device, dtype: jnp.dtype, head_dim: int, dropout: bo
     capability = getattr(device, "compute_capability", "")  # CUDA devices: "9.0"; ROCm: none
     if device.platform != "gpu" or not re.fullmatch(r"\d+\.\d+", capability):
         return f"cuDNN runs on NVIDIA GPUs, not {device.device_kind}"
-    if tuple(map(int, capability.split("."))) < (8, 0):
+    version = tuple(map(int, capability.split(".")))
+    if version < (8, 0):
         kind = device.device_kind
         return f"cuDNN flash attention needs compute capability 8.0+, {kind} has {capability}"
     if jnp.dtype(dtype) not in DTYPES:
         return f"cuDNN flash attention needs bfloat16 or float16, the model computes in {dtype}"
-    most = 256 if tuple(map(int, capability.split("."))) >= (9, 0) else 128
+    most = 256 if version >= (9, 0) else 128
     if head_dim % 8 or head_dim > most:
         return f"cuDNN flash attention needs a head dim that is a multiple of 8 up to {most}"
     if dropout:
